@@ -1,0 +1,1 @@
+"""sweeper: regularization sweeps with Hydra, Optuna, Lightning and MLflow."""

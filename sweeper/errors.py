@@ -1,0 +1,13 @@
+"""One exception type for every bad input, so the entry point can print one line and exit 2."""
+
+
+class ConfigError(ValueError):
+    """A bad value in the configuration or input: names the field, the value and what is allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}: {value!r} is invalid; {allowed}")
+
+
+class TrialFailed(RuntimeError):
+    """A trial that could not finish (e.g. its loss became NaN); recorded as failed, not a traceback."""

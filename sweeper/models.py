@@ -1,0 +1,81 @@
+"""The seed MLP (784-64-32-10, ReLU) and a small CNN, with dropout and batch-norm slots.
+
+Each hidden block is Linear/Conv -> [BatchNorm] -> activation -> [Dropout]: batch norm sits
+before the activation; dropout (PyTorch's inverted dropout) after it. Regularizers switch the
+slots on through ``model_options()``; with the slots off the blocks are plain layers.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+
+
+def _dense_block(n_in: int, n_out: int, act: str, dropout: float, batchnorm: bool, momentum: float):
+    layers: list[nn.Module] = [nn.Linear(n_in, n_out)]
+    if batchnorm:
+        layers.append(nn.BatchNorm1d(n_out, momentum=momentum))
+    layers.append(ACTIVATIONS[act]())
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
+class MLP(nn.Module):
+    def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0,
+                 batchnorm=False, bn_momentum=0.1):
+        super().__init__()
+        sizes = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes, sizes[1:]):
+            layers += _dense_block(a, b, activation, dropout, batchnorm, bn_momentum)
+        layers.append(nn.Linear(sizes[-1], n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class CNN(nn.Module):
+    def __init__(self, input_shape, n_classes, channels, hidden, activation="relu", dropout=0.0,
+                 batchnorm=False, bn_momentum=0.1):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for out in channels:
+            layers.append(nn.Conv2d(c, out, 3, padding=1))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(out, momentum=bn_momentum))
+            layers.append(ACTIVATIONS[activation]())
+            if min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = out
+        layers.append(nn.Flatten())
+        sizes = [c * h * w, *hidden]
+        for a, b in zip(sizes, sizes[1:]):
+            layers += _dense_block(a, b, activation, dropout, batchnorm, bn_momentum)
+        layers.append(nn.Linear(sizes[-1], n_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def build_model(cfg, input_shape: tuple[int, ...], n_classes: int, **options) -> nn.Module:
+    """``cfg`` is a ModelConfig; ``options`` come from the active regularizers."""
+    if cfg.name == "mlp":
+        return MLP(input_shape, n_classes, list(cfg.hidden), cfg.activation, **options)
+    if len(input_shape) != 3:
+        raise ConfigError("model.name", cfg.name, f"a CNN needs image data (C, H, W); this data has "
+                          f"flat features of shape {tuple(input_shape)}; use model=mlp")
+    return CNN(input_shape, n_classes, list(cfg.channels), list(cfg.hidden), cfg.activation, **options)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

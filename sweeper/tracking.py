@@ -1,0 +1,126 @@
+"""Everything MLflow: experiments, parent/child runs, metrics, tags, artifacts. Nothing else imports mlflow.
+
+Runs are driven through ``MlflowClient`` with explicit run ids (no global active run), so
+trials, workers and the study's parent run never step on each other. Every string that could
+hold a URL goes through ``masking.mask`` first: no password reaches params, tags or artifacts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import lightning.pytorch as pl
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from .masking import mask
+
+_MAX_BATCH = 100
+for _name in ("mlflow", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+def _prepare_local_store(uri: str) -> None:
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+class Tracker:
+    """One MLflow experiment in one tracking store."""
+
+    def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
+        _prepare_local_store(uri)
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment(experiment, artifact_root, uri)
+
+    def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:
+        exp = self.client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if artifact_root:
+            location = artifact_root
+        elif uri.startswith("sqlite:///"):  # artifacts beside the database file
+            location = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location and f"{location}/{name}")
+        except MlflowException:  # another worker created it first
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+    # --- runs -------------------------------------------------------------------------------
+    def start_run(self, name: str, params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
+                  parent_run_id: str | None = None) -> str:
+        all_tags = {k: mask(str(v)) for k, v in (tags or {}).items()}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        if params:
+            self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), _MAX_BATCH):
+            self.client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
+        if items:
+            self.client.log_batch(run_id, metrics=items)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, mask(text), artifact_file)
+
+    def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
+        self.log_text(run_id, json.dumps(obj, indent=2, default=str), artifact_file)
+
+    def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(run_id, status=status)
+
+    def get_run(self, run_id: str):
+        return self.client.get_run(run_id)
+
+    def search_runs(self, filter_string: str = "", max_results: int = 10000) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string,
+                                       max_results=max_results)
+
+    def metric_history(self, run_id: str, key: str) -> list:
+        return self.client.get_metric_history(run_id, key)
+
+
+class EpochLogger(pl.Callback):
+    """Sends the module's per-epoch metrics to MLflow in one batched call per epoch."""
+
+    def __init__(self, tracker: Tracker, run_id: str):
+        self.tracker, self.run_id = tracker, run_id
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and pl_module.epoch_metrics:
+            self.tracker.log_metrics(self.run_id, pl_module.epoch_metrics, step=trainer.current_epoch)
+
+
+def close_runs(tracker: Tracker, run_ids: Iterable[str], status: str, reason: str) -> None:
+    """Close runs that a dead worker left RUNNING (used by the stale-trial callback)."""
+    for run_id in run_ids:
+        try:
+            if tracker.get_run(run_id).info.status == "RUNNING":
+                tracker.set_tags(run_id, {"state": "failed", "failure_reason": reason})
+                tracker.end_run(run_id, status)
+        except MlflowException:
+            pass

@@ -1,0 +1,201 @@
+"""Build and fit one trial from a Config and return its metrics. No Hydra, no Optuna decisions here.
+
+Order matters for bad input: everything that can be wrong with the config or the data is found
+in ``prepare`` before an MLflow run exists; only then is the run created and the model trained.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import math
+import signal
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import TrialPruned
+
+from . import regularizers as regs_mod
+from .config import flat_params
+from .data import Splits, TensorDataModule, load_splits
+from .errors import TrialFailed
+from .models import build_model, count_parameters
+from .module import RegularizedModule, evaluate
+from .tracking import EpochLogger, Tracker
+
+# Lightning sets this at import so CUDA checks avoid fork poisoning; on a CUDA build without a GPU it
+# makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork after
+# CUDA init (workers are spawned), so the plain runtime check is safe and much cheaper.
+os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+@dataclass
+class Prepared:
+    cfg: DictConfig
+    regularizers: list
+    technique: str
+    splits: Splits
+
+
+@dataclass
+class TrialResult:
+    status: str  # completed | pruned | failed
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    reason: str | None = None
+    run_id: str | None = None
+    model: Any = None
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    """Validate techniques and load the data (ConfigError on bad input); nothing is written."""
+    values = OmegaConf.to_container(cfg.regularizer, resolve=True)
+    active = regs_mod.build(values, cfg.optim.name)
+    splits = load_splits(cfg.data)
+    if cfg.model.name == "cnn":
+        build_model(cfg.model, splits.input_shape, splits.n_classes)  # raises for flat data
+    return Prepared(cfg, active, regs_mod.label(active), splits)
+
+
+class _History(pl.Callback):
+    def __init__(self):
+        self.epochs: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking and pl_module.epoch_metrics:
+            self.epochs.append(dict(pl_module.epoch_metrics))
+
+
+def sparsity_metrics(model: torch.nn.Module) -> dict[str, float]:
+    weights = torch.cat([w.detach().flatten() for w in regs_mod.weight_parameters(model)])
+    return {"sparsity_zero": (weights == 0).float().mean().item(),
+            "sparsity_1e-3": (weights.abs() < 1e-3).float().mean().item(),
+            "weight_l1": weights.abs().sum().item(),
+            "weight_l2": weights.pow(2).sum().sqrt().item()}
+
+
+@torch.inference_mode()
+def inference_ms_per_1k(model: torch.nn.Module, x: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time of an eval-mode forward pass over 1,000 samples, in milliseconds."""
+    model.eval()
+    reps = math.ceil(1000 / len(x))
+    batch = x.repeat(reps, *([1] * (x.dim() - 1)))[:1000] if reps > 1 else x[:1000]
+    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
+    model(batch)
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        model(batch)
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def _final_metrics(module, prepared, history, es, fit_seconds) -> dict[str, float]:
+    model, s = module.model, prepared.splits
+    device = module.device
+    dev = s.to(device) if s.x_train.device != device else s
+    val_loss, val_acc = evaluate(model, dev.x_val, dev.y_val)
+    test_loss, test_acc = evaluate(model, dev.x_test, dev.y_test)
+    train_loss, train_acc = evaluate(model, dev.x_train, dev.y_train)
+    val_accs = [h["val_acc"] for h in history]
+    best = max(range(len(val_accs)), key=val_accs.__getitem__)
+    epochs = len(history)
+    out = {"val_acc": val_acc, "val_loss": val_loss, "final_gen_gap": train_acc - val_acc,
+           "best_val_acc": val_accs[best], "best_epoch": best + 1, "epochs_trained": epochs,
+           "stopped_early": float(bool(es and es.stopped_epoch > 0)),
+           "test_acc": test_acc, "test_loss": test_loss,
+           "n_params": count_parameters(model), "train_time_s": fit_seconds,
+           "epoch_time_s": fit_seconds / max(epochs, 1),
+           "inference_ms_per_1k": inference_ms_per_1k(model, dev.x_test)}
+    if es is not None and es.best_epoch is not None:
+        out["restored_epoch"] = es.best_epoch + 1
+    out.update(sparsity_metrics(model))
+    return out
+
+
+def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
+    return pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
+                      devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
+                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
+
+
+def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prepared | None = None,
+              run_name: str | None = None, parent_run_id: str | None = None,
+              tags: dict[str, Any] | None = None, callbacks: list | None = None,
+              on_run_created: Callable[[str], None] | None = None) -> TrialResult:
+    """Train one model; returns completed/pruned/failed. KeyboardInterrupt ends the run KILLED and propagates."""
+    prepared = prepared or prepare(cfg)
+    if cfg.trainer.threads:
+        torch.set_num_threads(int(cfg.trainer.threads))
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    options: dict[str, Any] = {}
+    for r in prepared.regularizers:
+        options.update(r.model_options())
+    model = build_model(cfg.model, prepared.splits.input_shape, prepared.splits.n_classes, **options)
+    module = RegularizedModule(model, prepared.regularizers, cfg.optim, cfg.data.batch_size)
+    dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, int(cfg.seed))
+
+    run_id = None
+    history = _History()
+    all_callbacks: list = [history]
+    if tracker is not None:
+        run_id = tracker.start_run(run_name or prepared.technique, params=flat_params(cfg),
+                                   tags={"technique": prepared.technique, "state": "running", **(tags or {})},
+                                   parent_run_id=parent_run_id)
+        tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+        all_callbacks.append(EpochLogger(tracker, run_id))
+        if on_run_created:
+            on_run_created(run_id)
+    es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
+    all_callbacks += es_callbacks + list(callbacks or [])
+    es = es_callbacks[0] if es_callbacks else None
+
+    def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
+        if tracker is not None:
+            if metrics:
+                tracker.log_metrics(run_id, metrics)
+            tags_out = {"state": status, **({"failure_reason": reason} if reason else {})}
+            if status == "pruned":
+                tags_out["pruned_epoch"] = len(history.epochs)
+            tracker.set_tags(run_id, tags_out)
+            tracker.end_run(run_id, mlflow_status)
+        return TrialResult(status, metrics or {}, history.epochs, reason, run_id)
+
+    trainer = _trainer(cfg, all_callbacks)
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=dm)
+    except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own cleanup
+        if trainer.interrupted:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            finish("killed", "KILLED", "interrupted (Ctrl-C)")
+            raise KeyboardInterrupt from None
+        raise
+    except KeyboardInterrupt:
+        finish("killed", "KILLED", "interrupted (Ctrl-C)")
+        raise
+    except TrialPruned as exc:
+        return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})
+    except TrialFailed as exc:
+        return finish("failed", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
+    except Exception as exc:
+        return finish("failed", "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    fit_seconds = time.perf_counter() - t0
+    if not history.epochs:
+        return finish("failed", "FAILED", "no epoch completed")
+    metrics = _final_metrics(module, prepared, history.epochs, es, fit_seconds)
+    result = finish("completed", "FINISHED", None, metrics)
+    result.model = module.model  # for callers that log or inspect the model
+    return result
