@@ -38,6 +38,9 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+FINAL_NAMES = {"val_acc": "final_val_acc", "val_loss": "final_val_loss"}
+
+
 @dataclass
 class Prepared:
     cfg: DictConfig
@@ -164,8 +167,9 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
 
     def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
         if tracker is not None:
-            if metrics:
-                tracker.log_metrics(run_id, metrics)
+            if metrics:  # val_acc/val_loss are per-epoch series; the final model's go in as final_*
+                tracker.log_metrics(run_id, {FINAL_NAMES.get(k, k): v for k, v in metrics.items()},
+                                    step=len(history.epochs))
             tags_out = {"state": status, **({"failure_reason": reason} if reason else {})}
             if status == "pruned":
                 tags_out["pruned_epoch"] = len(history.epochs)

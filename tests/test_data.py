@@ -1,0 +1,124 @@
+"""Splits, bundled datasets, torchvision on-disk formats (tiny files written here), csv, and data errors."""
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from sweeper import config
+from sweeper.data import load_splits, split_indices
+from sweeper.errors import ConfigError
+from sweeper.trial import prepare, run_trial
+from conftest import tiny
+
+
+def test_splits_are_stratified_disjoint_and_fixed_by_seed():
+    cfg = config.load(["data=digits"])
+    from sklearn.datasets import load_digits
+
+    y = load_digits().target
+    tr, va, te = split_indices(y, cfg.data)
+    assert len(set(tr) | set(va) | set(te)) == len(y)
+    assert not (set(tr) & set(va) or set(tr) & set(te) or set(va) & set(te))
+    overall = np.bincount(y) / len(y)
+    for part in (tr, va, te):
+        assert np.abs(np.bincount(y[part], minlength=10) / len(part) - overall).max() < 0.02
+    again = split_indices(y, cfg.data)
+    assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
+    other = split_indices(y, config.load(["data=digits", "data.split_seed=1"]).data)
+    assert not np.array_equal(tr, other[0])
+
+
+def test_mnist5k_is_the_bundled_5000_digits():
+    s = load_splits(config.load([]).data)
+    assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 5000
+    assert s.input_shape == (1, 28, 28) and s.n_classes == 10
+    assert 0.0 <= s.x_train.min().item() and s.x_train.max().item() <= 1.0
+
+
+def test_train_fraction_subsamples_the_train_split_only():
+    full = load_splits(config.load(["data=digits"]).data)
+    half = load_splits(config.load(["data=digits", "data.train_fraction=0.5"]).data)
+    assert len(half.y_train) == pytest.approx(len(full.y_train) / 2, abs=1)
+    assert len(half.y_val) == len(full.y_val) and len(half.y_test) == len(full.y_test)
+
+
+def _write_idx(folder, prefix, n, rng, gz=False):
+    images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.uint8) % 10
+    img = struct.pack(">IIII", 0x803, n, 28, 28) + images.tobytes()
+    lab = struct.pack(">II", 0x801, n) + labels.tobytes()
+    for name, blob in ((f"{prefix}-images-idx3-ubyte", img), (f"{prefix}-labels-idx1-ubyte", lab)):
+        (folder / name).write_bytes(blob)
+        if gz:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
+
+
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_torchvision_mnist_formats_from_tiny_idx_files(tmp_path, name, folder):
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_idx(raw, "train", 100, rng)
+    _write_idx(raw, "t10k", 40, rng)
+    cfg = config.load(tiny(f"data={name}", f"data.root={tmp_path}", "trainer.max_epochs=1"))
+    r = run_trial(cfg)
+    assert r.status == "completed"
+    s = load_splits(cfg.data)
+    assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 140 and s.input_shape == (1, 28, 28)
+
+
+def test_cifar10_from_tiny_pickle_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    cfg = config.load(tiny("data=cifar10", f"data.root={tmp_path}", "model=cnn", "model.channels=[4]",
+                           "model.hidden=[8]", "trainer.max_epochs=1"))
+    r = run_trial(cfg)
+    assert r.status == "completed"
+    assert load_splits(cfg.data).input_shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_missing_torchvision_dataset_says_how_to_get_it(tmp_path, name):
+    cfg = config.load([f"data={name}", f"data.root={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"data\.root: .*not found.*data\.download=true"):
+        prepare(cfg)
+
+
+def _csv(tmp_path, rows=120):
+    rng = np.random.default_rng(0)
+    lines = ["a,b,c,target"]
+    for i in range(rows):
+        cls = ["cat", "dog", "eel"][i % 3]
+        lines.append(f"{rng.normal() + i % 3},{rng.normal()},{rng.normal() * 2},{cls}")
+    path = tmp_path / "table.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_dataset_trains_on_generated_file(tmp_path):
+    path = _csv(tmp_path)
+    cfg = config.load(tiny("data=csv", f"data.path={path}", "data.label=target"))
+    r = run_trial(cfg)
+    assert r.status == "completed"
+    s = load_splits(cfg.data)
+    assert s.input_shape == (3,) and s.n_classes == 3
+
+
+def test_csv_errors_name_the_problem(tmp_path):
+    path = _csv(tmp_path)
+    with pytest.raises(ConfigError, match=r"data\.label: 'nope'.*column not in"):
+        prepare(config.load(["data=csv", f"data.path={path}", "data.label=nope"]))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,label\n1,x,0\n2,y,1\n")
+    with pytest.raises(ConfigError, match=r"feature column 'b' is not numeric"):
+        prepare(config.load(["data=csv", f"data.path={bad}"]))
+    with pytest.raises(ConfigError, match=r"data\.path: .*does not exist"):
+        config.load(["data=csv", f"data.path={tmp_path / 'missing.csv'}"])
+    with pytest.raises(ConfigError, match=r"model\.name: 'cnn'.*needs image data"):
+        prepare(config.load(["data=csv", f"data.path={path}", "data.label=target", "model=cnn"]))

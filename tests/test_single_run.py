@@ -1,0 +1,85 @@
+"""`python -m sweeper` end to end: one MLflow run with every metric; bad input; NaN loss."""
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper.__main__ import main
+from conftest import REPO, all_runs, run_cli, tiny
+
+EPOCH_METRICS = {"train_loss", "train_penalty", "train_acc", "val_loss", "val_acc", "gen_gap"}
+FINAL_METRICS = {"best_val_acc", "best_epoch", "epochs_trained", "stopped_early", "test_acc", "test_loss",
+                 "sparsity_zero", "sparsity_1e-3", "weight_l1", "weight_l2", "n_params", "train_time_s",
+                 "epoch_time_s", "inference_ms_per_1k"}
+
+
+def test_cli_run_records_every_metric_params_and_config(tmp_path, mlflow_uri):
+    proc = run_cli(tiny("trainer.max_epochs=3", "regularizer=[dropout,l2]"), cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": mlflow_uri})
+    assert proc.returncode == 0, proc.stderr
+    assert "completed" in proc.stdout and "test_acc" in proc.stdout
+    runs = all_runs(mlflow_uri)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert EPOCH_METRICS | FINAL_METRICS <= set(run.data.metrics)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
+    assert run.data.params["regularizer.p"] == "0.2" and run.data.params["data.name"] == "digits"
+    assert run.data.tags["technique"] == "l2+dropout"
+    arts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "config.yaml" in arts
+
+
+BAD = [
+    (["data=nope"], "data: 'nope'", "available: "),
+    (["model=nope"], "model: 'nope'", "available: "),
+    (["regularizer=nope"], "regularizer: 'nope'", "available: "),
+    (["regularizer=dropout", "regularizer.p=1.0"], "regularizer.p: 1.0", "[0, 1)"),
+    (["regularizer.p=-0.1"], "regularizer.p: -0.1", "[0, 1)"),
+    (["regularizer=l1", "regularizer.l1=-1e-3"], "regularizer.l1: -0.001", ">= 0"),
+    (["regularizer.l2=-1"], "regularizer.l2: -1", ">= 0"),
+    (["regularizer.weight_decay=-1"], "regularizer.weight_decay: -1", ">= 0"),
+    (["model.hidden=[]"], "model.hidden: []", "non-empty"),
+    (["model.hidden=[64,0]"], "model.hidden: [64, 0]", "positive"),
+    (["data.batch_size=0"], "data.batch_size: 0", "> 0"),
+    (["trainer.max_epochs=-2"], "trainer.max_epochs: -2", "> 0"),
+    (["data.split.train=0.5"], "data.split:", "sum to 1"),
+    (["data.split.train=0.85", "data.split.val=0.0"], "data.split.val: 0.0", "empty"),
+    (["data=csv", "data.path=/no/such.csv"], "data.path: '/no/such.csv'", "does not exist"),
+    (["data=mnist", "data.root=/no/such/dir"], "data.root: '/no/such/dir'", "data.download=true"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs: 'abc'", "Integer"),
+    (["regularizer.bogus=1"], "regularizer.bogus", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("argv,field,allowed", BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_bad_input_one_line_nonzero_and_no_run(tmp_path, monkeypatch, capsys, argv, field, allowed):
+    store = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and field in err and allowed in err
+    assert not store.exists() and not (tmp_path / "mlruns").exists()  # nothing was written
+
+
+def test_bad_input_exit_code_from_real_process(tmp_path):
+    proc = run_cli(["regularizer=dropout", "regularizer.p=1.5"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: regularizer.p: 1.5 is invalid; dropout rate must be in [0, 1)"
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_nan_loss_ends_run_failed_with_reason(tmp_path, monkeypatch, capsys, mlflow_uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    assert main(tiny("optim.lr=1e12")) == 1
+    out = capsys.readouterr().out
+    assert "failed (loss became non-finite" in out and "Traceback" not in out
+    run = all_runs(mlflow_uri)[0]
+    assert run.info.status == "FAILED"
+    assert "non-finite" in run.data.tags["failure_reason"] and run.data.tags["state"] == "failed"
+
+
+def test_help_lists_groups(capsys):
+    assert main(["--help"]) == 0
+    assert "regularizer: batchnorm, dropout" in capsys.readouterr().out
