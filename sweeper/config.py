@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from . import regularizers
@@ -85,6 +85,43 @@ class TrackingConfig:
 
 
 @dataclass
+class SamplerConfig:
+    name: str = "tpe"  # tpe, random, grid, cmaes, gp, nsga2
+    seed: Optional[int] = 0
+    n_startup_trials: int = 4  # tpe / gp: random trials before modelling
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "median"  # median, percentile, successive_halving, hyperband, none
+    n_startup_trials: int = 3  # median / percentile: trials that are never pruned
+    n_warmup_steps: int = 2  # epochs before a trial may be pruned
+    interval_steps: int = 1
+    percentile: float = 25.0
+    min_resource: int = 1  # successive_halving / hyperband (epochs)
+    reduction_factor: int = 3
+
+
+@dataclass
+class SweepConfig:
+    name: str = MISSING
+    study_name: Optional[str] = None  # null: the sweep name
+    metric: str = "val_acc"
+    direction: str = "maximize"
+    metrics: Optional[List[str]] = None  # multi-objective: with `directions`, replaces metric/direction
+    directions: Optional[List[str]] = None
+    n_trials: int = 12  # the study's total, over every invocation and worker
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    params: Dict[str, Any] = field(default_factory=dict)
+    baseline: Optional[List[str]] = field(default_factory=lambda: ["regularizer=none"])
+    heartbeat_interval: int = 5  # seconds between a running trial's heartbeats
+    grace_period: int = 20  # seconds without a heartbeat before a trial counts as stale
+    max_retry: int = 2  # retries of a stale (worker died) or interrupted trial
+    top_k: int = 10  # rows of the final table
+
+
+@dataclass
 class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -95,7 +132,7 @@ class Config:
     seed: int = 0
     storage: Optional[str] = None  # shortcut for tracking.storage
     workers: int = 1
-    sweep: Optional[Any] = None
+    sweep: Optional[SweepConfig] = None
 
 
 ConfigStore.instance().store(name="sweeper_schema", node=Config)
@@ -149,10 +186,34 @@ def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
     return ConfigError("overrides", " ".join(overrides), first)
 
 
+SWEEP_PARAM_PREFIX = "sweep.params."
+
+
+def split_param_overrides(overrides: list[str]) -> tuple[list[str], dict[str, str]]:
+    """`sweep.params.<dotted.path>=<expr>` overrides: applied by us, since the path itself has dots."""
+    rest, params = [], {}
+    for ov in overrides:
+        key, sep, value = ov.partition("=")
+        if sep and key.lstrip("+").startswith(SWEEP_PARAM_PREFIX) and key.lstrip("+") != SWEEP_PARAM_PREFIX[:-1]:
+            params[key.lstrip("+")[len(SWEEP_PARAM_PREFIX):]] = value.strip("'\"")
+        else:
+            rest.append(ov)
+    return rest, params
+
+
 def load(overrides: list[str]) -> DictConfig:
     """Compose and validate; the returned config is read-only."""
+    overrides, param_overrides = split_param_overrides(overrides)
     cfg = compose_config(overrides)
+    if param_overrides:
+        if cfg.sweep is None:
+            raise ConfigError("sweep.params", param_overrides, "only valid with +sweep=<name>")
+        with open_dict(cfg.sweep.params):
+            for name, expr in param_overrides.items():
+                cfg.sweep.params[name] = expr
     validate(cfg)
+    if cfg.sweep is not None:
+        validate_sweep(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 
@@ -212,18 +273,81 @@ def storage_url(cfg: DictConfig) -> str:
     return cfg.storage or cfg.tracking.storage or "sqlite:///mlruns/optuna.db"
 
 
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {dotted.key: leaf}."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config flattened to dotted keys (sweep section excluded: it is the study's)."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            out[prefix] = node
-
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("sweep", None)
-    walk(container, "")
-    return out
+    return flatten(container)
+
+
+# --- sweeps --------------------------------------------------------------------------------------
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+DIRECTIONS = ("maximize", "minimize")
+EPOCH_METRICS = ("val_acc", "val_loss")  # reported per epoch, so the pruner can act on them
+OBJECTIVE_METRICS = ("val_acc", "val_loss", "best_val_acc", "final_gen_gap", "train_time_s", "epoch_time_s",
+                     "inference_ms_per_1k", "n_params", "sparsity_zero", "sparsity_1e-3", "weight_l1",
+                     "weight_l2", "epochs_trained")  # never test_*: the test split is for reporting only
+
+
+def objectives(sweep: Any) -> list[tuple[str, str]]:
+    """[(metric, direction), ...]: one pair, or several for a multi-objective study."""
+    if sweep.metrics is not None or sweep.directions is not None:
+        metrics, directions = list(sweep.metrics or []), list(sweep.directions or [])
+        if len(metrics) != len(directions) or len(metrics) < 1:
+            raise ConfigError("sweep.directions", directions, f"needs one direction per metric in sweep.metrics {metrics}")
+        return list(zip(metrics, directions))
+    return [(sweep.metric, sweep.direction)]
+
+
+def validate_sweep(cfg: DictConfig) -> dict:
+    """Check the sweep section; returns the parsed search space. Raises ConfigError, writes nothing."""
+    from . import search_space
+
+    sw = cfg.sweep
+    _positive_int(sw.n_trials, "sweep.n_trials")
+    for metric, direction in objectives(sw):
+        if metric not in OBJECTIVE_METRICS:
+            raise ConfigError("sweep.metric", metric, f"not a metric trials produce for selection (test_* is for reporting only); allowed: {', '.join(OBJECTIVE_METRICS)}")
+        if direction not in DIRECTIONS:
+            raise ConfigError("sweep.direction", direction, f"allowed: {', '.join(DIRECTIONS)}")
+    if sw.sampler.name not in SAMPLERS:
+        raise ConfigError("sweep.sampler.name", sw.sampler.name, f"allowed: {', '.join(SAMPLERS)}")
+    if sw.pruner.name not in PRUNERS:
+        raise ConfigError("sweep.pruner.name", sw.pruner.name, f"allowed: {', '.join(PRUNERS)}")
+    for key in ("heartbeat_interval", "grace_period", "top_k"):
+        _positive_int(sw[key], f"sweep.{key}")
+    if sw.grace_period <= sw.heartbeat_interval:
+        raise ConfigError("sweep.grace_period", sw.grace_period, "must be larger than sweep.heartbeat_interval")
+    params = OmegaConf.to_container(sw.params, resolve=True)
+    if not params:
+        raise ConfigError("sweep.params", params, "a sweep needs at least one searched parameter")
+    space = search_space.parse(params)
+    for name, p in space.items():
+        if name in GROUPS:
+            for choice in p.distribution.choices:
+                if choice not in available(name):
+                    raise ConfigError(f"sweep.params.{name}", choice, f"unknown {name}; available: {', '.join(available(name))}")
+        elif OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"sweep.params.{name}", p.text, f"{name} is not a key of the config")
+    if sw.sampler.name == "grid":
+        from optuna.distributions import CategoricalDistribution
+
+        for p in space.values():
+            if p.when or not (isinstance(p.distribution, CategoricalDistribution) or p.distribution.step):
+                raise ConfigError(f"sweep.params.{p.name}", p.text,
+                                  "the grid sampler needs unconditional choice() or range() parameters")
+    return space
+
+
+_ABSENT = object()

@@ -104,12 +104,11 @@ def inference_ms_per_1k(model: torch.nn.Module, x: torch.Tensor, repeats: int = 
     return statistics.median(times) * 1000
 
 
-def _final_metrics(module, prepared, history, es, fit_seconds) -> dict[str, float]:
+def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dict[str, float]:
     model, s = module.model, prepared.splits
     device = module.device
     dev = s.to(device) if s.x_train.device != device else s
     val_loss, val_acc = evaluate(model, dev.x_val, dev.y_val)
-    test_loss, test_acc = evaluate(model, dev.x_test, dev.y_test)
     train_loss, train_acc = evaluate(model, dev.x_train, dev.y_train)
     val_accs = [h["val_acc"] for h in history]
     best = max(range(len(val_accs)), key=val_accs.__getitem__)
@@ -117,10 +116,11 @@ def _final_metrics(module, prepared, history, es, fit_seconds) -> dict[str, floa
     out = {"val_acc": val_acc, "val_loss": val_loss, "final_gen_gap": train_acc - val_acc,
            "best_val_acc": val_accs[best], "best_epoch": best + 1, "epochs_trained": epochs,
            "stopped_early": float(bool(es and es.stopped_epoch > 0)),
-           "test_acc": test_acc, "test_loss": test_loss,
            "n_params": count_parameters(model), "train_time_s": fit_seconds,
            "epoch_time_s": fit_seconds / max(epochs, 1),
            "inference_ms_per_1k": inference_ms_per_1k(model, dev.x_test)}
+    if with_test:  # reported for chosen configurations, never used for selection
+        out["test_loss"], out["test_acc"] = evaluate(model, dev.x_test, dev.y_test)
     if es is not None and es.best_epoch is not None:
         out["restored_epoch"] = es.best_epoch + 1
     out.update(sparsity_metrics(model))
@@ -137,7 +137,7 @@ def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
 def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prepared | None = None,
               run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict[str, Any] | None = None, callbacks: list | None = None,
-              on_run_created: Callable[[str], None] | None = None) -> TrialResult:
+              on_run_created: Callable[[str], None] | None = None, evaluate_test: bool = True) -> TrialResult:
     """Train one model; returns completed/pruned/failed. KeyboardInterrupt ends the run KILLED and propagates."""
     prepared = prepared or prepare(cfg)
     if cfg.trainer.threads:
@@ -199,7 +199,7 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
     fit_seconds = time.perf_counter() - t0
     if not history.epochs:
         return finish("failed", "FAILED", "no epoch completed")
-    metrics = _final_metrics(module, prepared, history.epochs, es, fit_seconds)
+    metrics = _final_metrics(module, prepared, history.epochs, es, fit_seconds, evaluate_test)
     result = finish("completed", "FINISHED", None, metrics)
     result.model = module.model  # for callers that log or inspect the model
     return result
