@@ -183,6 +183,15 @@ def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
         if "not in" in first:
             first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"
         return ConfigError(key, value, first)
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for ov in overrides:  # name the one override that does not parse
+        try:
+            OverridesParser.create().parse_overrides([ov])
+        except Exception as bad:
+            key, _, value = ov.partition("=")
+            return ConfigError(key.lstrip("+~") or "override", value or ov,
+                               f"{str(bad).splitlines()[0]} (quote values with brackets or '=' inside)")
     return ConfigError("overrides", " ".join(overrides), first)
 
 

@@ -19,6 +19,7 @@ import time
 import warnings
 from typing import Any
 
+import lightning.pytorch as pl
 import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -294,6 +295,18 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> list[str]:
     return groups + [format_override(k, v) for k, v in chosen.items() if k not in config_mod.GROUPS]
 
 
+class ReportOnly(pl.Callback):
+    """Reports the per-epoch metric to Optuna like the pruning callback, but never prunes."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer, pl_module):
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking:
+            self.trial.report(float(value), step=pl_module.current_epoch)
+
+
 class Worker:
     """Pops trial slots of one study until none are waiting or running, and runs each as a Lightning trial."""
 
@@ -318,54 +331,65 @@ class Worker:
             self.run_one(trial)
 
     def run_one(self, trial: optuna.Trial) -> None:
+        """Run a popped slot; Ctrl-C anywhere marks it FAIL and re-queues it for the next run."""
+        try:
+            with Heartbeat(self.storage, trial._trial_id, self.cfg.sweep.heartbeat_interval):
+                self._run_one(trial)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
+            try:
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued for the next run")
+                frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if frozen.state == TrialState.FAIL:
+                    RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise
+
+    def _run_one(self, trial: optuna.Trial) -> None:
         from optuna_integration import PyTorchLightningPruningCallback
 
         from .trial import prepare, run_trial
 
-        with Heartbeat(self.storage, trial._trial_id, self.cfg.sweep.heartbeat_interval):
-            baseline = bool(trial.user_attrs.get("baseline"))
-            try:
-                overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
-                trial_cfg = config_mod.load(self.argv + overrides)
-                prepared = prepare(trial_cfg)
-            except ConfigError as exc:
-                trial.set_user_attr("fail_reason", str(exc))
+        baseline = bool(trial.user_attrs.get("baseline"))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        try:
+            overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
+            trial_cfg = config_mod.load(self.argv + overrides)
+            prepared = prepare(trial_cfg)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        callbacks = []
+        if self.monitor:  # the baseline reports its curve (a reference for the pruner) but is never pruned
+            callbacks.append(ReportOnly(trial, self.monitor) if baseline
+                             else PyTorchLightningPruningCallback(trial, monitor=self.monitor))
+        name = self.study.study_name
+        trial.set_user_attr("technique", prepared.technique)
+        trial.set_user_attr("overrides", overrides)
+        result = run_trial(trial_cfg, self.tracker, prepared=prepared, run_name=f"{name}-trial-{trial.number}",
+                           parent_run_id=self.parent, callbacks=callbacks,
+                           tags={"study": name, "trial_number": trial.number, "role": "trial",
+                                 "baseline": baseline, "optuna_trial_id": trial._trial_id},
+                           on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
+                           evaluate_test=False)  # search trials never see the test split
+        trial.set_user_attr("epochs_trained", len(result.history))
+        if result.status == "completed":
+            missing = [m for m, _ in self.objectives if m not in result.metrics]
+            if missing:  # cannot happen for validated metric names; guards against silent NaN objectives
                 self.study.tell(trial, state=TrialState.FAIL)
-                return
-            callbacks = []
-            if self.monitor and not baseline:
-                callbacks.append(PyTorchLightningPruningCallback(trial, monitor=self.monitor))
-            name = self.study.study_name
-            trial.set_user_attr("technique", prepared.technique)
-            trial.set_user_attr("overrides", overrides)
-            try:
-                result = run_trial(trial_cfg, self.tracker, prepared=prepared, run_name=f"{name}-trial-{trial.number}",
-                                   parent_run_id=self.parent, callbacks=callbacks,
-                                   tags={"study": name, "trial_number": trial.number, "role": "trial",
-                                         "baseline": baseline, "optuna_trial_id": trial._trial_id},
-                                   on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
-                                   evaluate_test=False)  # search trials never see the test split
-            except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued for the next run")
-                frozen = self.study.tell(trial, state=TrialState.FAIL)
-                RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
-                raise
-            trial.set_user_attr("epochs_trained", len(result.history))
-            if result.status == "completed":
-                missing = [m for m, _ in self.objectives if m not in result.metrics]
-                if missing:  # cannot happen for validated metric names; guards against silent NaN objectives
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    raise ConfigError("sweep.metric", missing[0], "the first trial did not produce it")
-                values = [float(result.metrics[m]) for m, _ in self.objectives]
-                for key in ("best_val_acc", "train_time_s", "sparsity_zero"):
-                    trial.set_user_attr(key, result.metrics.get(key))
-                self.study.tell(trial, values if len(values) > 1 else values[0])
-            elif result.status == "pruned":
-                trial.set_user_attr("pruned_epoch", len(result.history))
-                self.study.tell(trial, state=TrialState.PRUNED)
-            else:
-                trial.set_user_attr("fail_reason", result.reason)
-                self.study.tell(trial, state=TrialState.FAIL)
+                raise ConfigError("sweep.metric", missing[0], "the first trial did not produce it")
+            values = [float(result.metrics[m]) for m, _ in self.objectives]
+            for key in ("best_val_acc", "train_time_s", "sparsity_zero"):
+                trial.set_user_attr(key, result.metrics.get(key))
+            self.study.tell(trial, values if len(values) > 1 else values[0])
+        elif result.status == "pruned":
+            trial.set_user_attr("pruned_epoch", len(result.history))
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            trial.set_user_attr("fail_reason", result.reason)
+            self.study.tell(trial, state=TrialState.FAIL)
 
 
 # --- processes ------------------------------------------------------------------------------------------

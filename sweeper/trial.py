@@ -178,17 +178,21 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
         return TrialResult(status, metrics or {}, history.epochs, reason, run_id)
 
     trainer = _trainer(cfg, all_callbacks)
+    try:
+        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish)
+    except KeyboardInterrupt:  # anywhere after the run exists: close it KILLED, then propagate
+        finish("killed", "KILLED", "interrupted (Ctrl-C)")
+        raise
+
+
+def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish) -> TrialResult:
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm)
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own cleanup
         if trainer.interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            finish("killed", "KILLED", "interrupted (Ctrl-C)")
             raise KeyboardInterrupt from None
-        raise
-    except KeyboardInterrupt:
-        finish("killed", "KILLED", "interrupted (Ctrl-C)")
         raise
     except TrialPruned as exc:
         return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})

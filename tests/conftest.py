@@ -49,3 +49,50 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
 def tiny(*extra: str) -> list[str]:
     """Overrides for a tiny, fast run."""
     return ["data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu", "model.hidden=[32,16]", *extra]
+
+
+PG_ADMIN = os.environ.get("SWEEPER_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh PostgreSQL database on the local server, dropped afterwards. Fails (not skips) if down."""
+    import uuid
+
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    name = f"sweeper_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(PG_ADMIN, connect_timeout=5)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{name}"')
+    url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def sweep_dir(tmp_path, mlflow_template, monkeypatch) -> Path:
+    """A working directory whose mlruns/ starts with a migrated (empty) MLflow store."""
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def load_study(path_or_url: str, name: str):
+    import optuna
+
+    path_or_url = str(path_or_url)
+    url = path_or_url if "://" in path_or_url else f"sqlite:///{path_or_url}"
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def sweep_args(name: str = "dropout", *extra: str) -> list[str]:
+    """A tiny sweep on digits (short heartbeats so stale-trial tests are quick)."""
+    return [f"+sweep={name}", "data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+            "model.hidden=[32,16]", "sweep.heartbeat_interval=1", "sweep.grace_period=4", *extra]

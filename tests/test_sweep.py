@@ -1,0 +1,159 @@
+"""Sweeps end to end on real stores: states, MLflow parent/children, resume, pruning, workers, SIGKILL."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from sweeper.__main__ import main
+from conftest import all_runs, load_study, run_cli, sweep_args
+
+
+def check_links(study, uri, n_trials):
+    """Exactly n_trials finished slots, each 1:1 with a child run under the one parent run."""
+    trials = study.get_trials()
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    live = [t for t in trials if t.number not in replaced]
+    assert len(live) == n_trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live), [t.state for t in live]
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("role") == "trial"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
+    for t in live:
+        run = children[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_number"] == str(t.number)
+        assert run.data.tags["study"] == study.study_name
+        assert run.data.tags["state"] == ("completed" if t.state == TrialState.COMPLETE else "pruned")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return parent, children
+
+
+def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
+    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4"), cwd=sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    parent, children = check_links(study, uri, 4)
+    assert len(children) == 4
+    assert study.trials[0].user_attrs["baseline"] and study.trials[0].params == {}
+    assert all("regularizer.p" in t.params for t in study.trials[1:])
+    assert children[study.trials[0].user_attrs["mlflow_run_id"]].data.tags["technique"] == "none"
+    arts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/intermediate_values.png"} <= arts
+    assert parent.data.metrics["best_val_acc"] == max(t.value for t in study.trials)
+    assert parent.info.status == "FINISHED" and "best_params" in parent.data.tags
+    # re-running a finished study prints its results and runs nothing
+    again = run_cli(sweep_args("dropout", "sweep.n_trials=4"), cwd=sweep_dir)
+    assert again.returncode == 0 and "study dropout: 4 completed" in again.stdout
+    assert len(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials) == 4
+
+
+def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
+    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=15")
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = sweep_dir / "mlruns" / "optuna.db"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            done = [t for t in load_study(db, "dropout").trials if t.state == TrialState.COMPLETE]
+        except Exception:
+            continue
+        if len(done) >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    study = load_study(db, "dropout")
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    assert not [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+    killed = [r for r in all_runs(uri) if r.info.status == "KILLED" and r.data.tags.get("role") == "trial"]
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(killed) == len(interrupted) <= 1
+    proc = run_cli(args, cwd=sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    check_links(load_study(db, "dropout"), uri, 5)
+
+
+def test_pruning_prunes_a_hopeless_trial_in_both_stores(sweep_dir):
+    args = sweep_args("dropout", "sweep.n_trials=3", "trainer.max_epochs=4", "sweep.baseline=['optim.lr=0.01']",
+                      "sweep.pruner.n_startup_trials=1", "sweep.pruner.n_warmup_steps=1",
+                      "sweep.params.regularizer.p=choice(0.0)", "optim.lr=1e-7")
+    assert main(args) == 0
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.COMPLETE and states[1:] == [TrialState.PRUNED] * 2
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    parent, children = check_links(study, uri, 3)
+    for t in study.trials[1:]:
+        run = children[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["state"] == "pruned"
+        assert run.data.tags["pruned_epoch"] == str(t.user_attrs["pruned_epoch"]) == "2"
+        assert run.data.metrics["epochs_trained"] == 2
+
+
+def test_two_local_workers_on_sqlite(sweep_dir):
+    proc = run_cli(sweep_args("dropout", "sweep.n_trials=6", "workers=2"), cwd=sweep_dir)
+    assert proc.returncode == 0, proc.stderr
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    check_links(study, f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 6)
+    assert len({t.number for t in study.trials}) == len(study.trials) == 6
+    assert len({t.user_attrs["worker"] for t in study.trials}) == 2
+
+
+def _start(args, cwd, env=None):
+    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_independent_workers_on_postgresql(sweep_dir, pg_database):
+    args = sweep_args("dropout", "sweep.n_trials=6", f"storage={pg_database}")
+    procs = [_start(args, sweep_dir), _start(args, sweep_dir)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    study = load_study(pg_database, "dropout")
+    check_links(study, f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 6)
+    assert len({t.number for t in study.trials}) == 6
+
+
+def test_sigkill_one_worker_mid_trial_is_retried_and_study_completes(sweep_dir):
+    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=25")
+    victim, survivor = _start(args, sweep_dir), _start(args, sweep_dir)
+    db = sweep_dir / "mlruns" / "optuna.db"
+    deadline, killed_trial = time.time() + 120, None
+    while time.time() < deadline and killed_trial is None:
+        time.sleep(0.3)
+        try:
+            trials = load_study(db, "dropout").trials
+        except Exception:
+            continue
+        for t in trials:
+            if t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{victim.pid}") \
+                    and "mlflow_run_id" in t.user_attrs:
+                killed_trial = t.number
+    assert killed_trial is not None
+    victim.kill()
+    victim.wait()
+    out, err = survivor.communicate(timeout=240)
+    assert survivor.returncode == 0, err
+    study = load_study(db, "dropout")
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    check_links(study, uri, 5)
+    dead = study.trials[killed_trial]
+    assert dead.state == TrialState.FAIL
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed_trial]
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert retry[0].params == dead.params
+    dead_run = MlflowClient(tracking_uri=uri).get_run(dead.user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and "heartbeat" in dead_run.data.tags["failure_reason"]

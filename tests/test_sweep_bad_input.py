@@ -1,0 +1,59 @@
+"""Bad sweep input: one line, non-zero exit, nothing written to either store."""
+import time
+
+import pytest
+
+from sweeper.__main__ import main
+from conftest import all_runs, load_study, sweep_args
+
+BAD = [
+    (["+sweep=nope"], "sweep: 'nope'", "available: batchnorm, dropout"),
+    (sweep_args("dropout", "sweep.params.regularizer.p=interval(0.1"), "sweep.params.regularizer.p: 'interval(0.1'", "malformed"),
+    (sweep_args("dropout", "sweep.params.regularizer.q=interval(0.1,0.2)"), "sweep.params.regularizer.q", "not a key of the config"),
+    (sweep_args("dropout", "sweep.params.optim.lrate=interval(0.1,0.2)"), "sweep.params.optim.lrate", "not a key of the config"),
+    (sweep_args("dropout", "sweep.n_trials=0"), "sweep.n_trials: 0", "> 0"),
+    (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
+    (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
+    (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
+    (sweep_args("dropout", "sweep.metric=accuracy"), "sweep.metric: 'accuracy'", "val_acc, val_loss"),
+    (sweep_args("dropout", "sweep.metric=test_acc"), "sweep.metric: 'test_acc'", "reporting only"),
+    (sweep_args("dropout", "sweep.sampler.name=grid"), "sweep.params.regularizer.p", "grid sampler needs"),
+    (sweep_args("dropout", "storage=redis://localhost:6379/0"), "storage: 'redis://localhost:6379/0'", "supported: sqlite, postgresql"),
+]
+
+
+def _nothing_written(sweep_dir):
+    assert not (sweep_dir / "mlruns" / "optuna.db").exists()
+    assert all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}") == []
+
+
+@pytest.mark.parametrize("argv,field,allowed", BAD, ids=[b[1] for b in BAD])
+def test_bad_sweep_input(sweep_dir, capsys, argv, field, allowed):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and field in err and allowed in err, err
+    _nothing_written(sweep_dir)
+
+
+def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
+    t0 = time.monotonic()
+    assert main(sweep_args("dropout", "storage=postgresql://bob:hunter2@127.0.0.1:9/optuna")) == 2
+    assert time.monotonic() - t0 < 10
+    err = capsys.readouterr().err
+    assert "cannot connect to 127.0.0.1:9" in err and "hunter2" not in err and "bob:***@" in err
+    _nothing_written(sweep_dir)
+
+
+def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, capsys):
+    assert main(sweep_args("dropout", "sweep.n_trials=1")) == 0
+    runs_before = len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"))
+    capsys.readouterr()
+    for change in ("sweep.params.regularizer.p=interval(0.0,0.9)", "sweep.direction=minimize"):
+        assert main(sweep_args("dropout", "sweep.n_trials=3", change)) == 2
+        err = capsys.readouterr().err
+        assert "sweep.study_name: 'dropout'" in err and "sweep.study_name=dropout_v2" in err
+    assert len(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials) == 1
+    assert len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")) == runs_before
+    # a new name is a new study
+    assert main(sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=dropout_v2", "sweep.direction=minimize",
+                           "sweep.metric=val_loss")) == 0
