@@ -119,6 +119,13 @@ class SweepConfig:
     grace_period: int = 20  # seconds without a heartbeat before a trial counts as stale
     max_retry: int = 2  # retries of a stale (worker died) or interrupted trial
     top_k: int = 10  # rows of the final table
+    techniques: Optional[List[str]] = None  # compare: one regularizer option per slot, equal budgets
+    trials_per_technique: int = 4
+    replicates: int = 5  # seeds each technique's best configuration is retrained with (0: no replication)
+    references: Dict[str, List[str]] = field(default_factory=dict)  # extra replicated configs (name: overrides)
+    alpha: float = 0.05  # significance level of the Welch t-tests
+    axis: Optional[str] = None  # data_size / depth sweeps: the searched parameter on the report's x axis
+    report_dir: str = "reports"
 
 
 @dataclass
@@ -309,6 +316,13 @@ OBJECTIVE_METRICS = ("val_acc", "val_loss", "best_val_acc", "final_gen_gap", "tr
                      "weight_l2", "epochs_trained")  # never test_*: the test split is for reporting only
 
 
+def n_trials(sweep: Any) -> int:
+    """The study's total: n_trials, or for a compare sweep 1 baseline + an equal budget per technique."""
+    if sweep.techniques:
+        return (1 if sweep.baseline is not None else 0) + len(sweep.techniques) * int(sweep.trials_per_technique)
+    return int(sweep.n_trials)
+
+
 def objectives(sweep: Any) -> list[tuple[str, str]]:
     """[(metric, direction), ...]: one pair, or several for a multi-objective study."""
     if sweep.metrics is not None or sweep.directions is not None:
@@ -339,6 +353,20 @@ def validate_sweep(cfg: DictConfig) -> dict:
     if sw.grace_period <= sw.heartbeat_interval:
         raise ConfigError("sweep.grace_period", sw.grace_period, "must be larger than sweep.heartbeat_interval")
     params = OmegaConf.to_container(sw.params, resolve=True)
+    if sw.techniques is not None:
+        if not sw.techniques:
+            raise ConfigError("sweep.techniques", [], "needs at least one technique")
+        for tech in sw.techniques:
+            if tech not in available("regularizer") or tech == "none":
+                raise ConfigError("sweep.techniques", tech, f"unknown technique; available: "
+                                  f"{', '.join(t for t in available('regularizer') if t != 'none')}")
+        _positive_int(sw.trials_per_technique, "sweep.trials_per_technique")
+        params = {"regularizer": f"choice({', '.join(['none', *sw.techniques])})",
+                  **{k: v for k, v in params.items() if k != "regularizer"}}
+    if not isinstance(sw.replicates, int) or sw.replicates < 0:
+        raise ConfigError("sweep.replicates", sw.replicates, "must be an integer >= 0")
+    if not 0 < sw.alpha < 1:
+        raise ConfigError("sweep.alpha", sw.alpha, "must be in (0, 1)")
     if not params:
         raise ConfigError("sweep.params", params, "a sweep needs at least one searched parameter")
     space = search_space.parse(params)
@@ -349,6 +377,8 @@ def validate_sweep(cfg: DictConfig) -> dict:
                     raise ConfigError(f"sweep.params.{name}", choice, f"unknown {name}; available: {', '.join(available(name))}")
         elif OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
             raise ConfigError(f"sweep.params.{name}", p.text, f"{name} is not a key of the config")
+    if sw.axis is not None and sw.axis not in space:
+        raise ConfigError("sweep.axis", sw.axis, f"must be one of the searched parameters: {', '.join(space)}")
     if sw.sampler.name == "grid":
         from optuna.distributions import CategoricalDistribution
 

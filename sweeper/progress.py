@@ -134,8 +134,9 @@ def _plots(study: optuna.Study, folder: Path, objective_names: list[str]) -> lis
     return made
 
 
-def finalize(study: optuna.Study, cfg: DictConfig, tracker: Tracker, parent: str) -> int:
-    """Print the final table; when every slot is finished, log best values and plots to the parent run."""
+def finalize(study: optuna.Study, cfg: DictConfig, tracker: Tracker, parent: str, argv: list[str]) -> int:
+    """Print the final table; when every slot is finished: best values and plots to the parent run,
+    replication of each technique's best over seeds, the tradeoff report, the registered model."""
     trials = study.get_trials(deepcopy=False)
     c = counts(trials)
     objs = config_mod.objectives(cfg.sweep)
@@ -168,6 +169,18 @@ def finalize(study: optuna.Study, cfg: DictConfig, tracker: Tracker, parent: str
     summary["plots"] = made
     tracker.log_json(parent, summary, "study_summary.json")
     tracker.log_text(parent, table(study, cfg), "top_trials.txt")
-    tracker.end_run(parent, "FINISHED")
     print(f"parent run {parent} in experiment {study.study_name!r}: plots {', '.join(made) or 'none'}")
+    if c["complete"]:
+        from .replicate import replicate
+        from .report import print_table, register_recommended, write_report
+
+        replicate(study, cfg, argv, tracker, parent)
+        report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
+        print()
+        print_table(report.rows, report.axis_rows, report.recommendations)
+        registered = register_recommended(tracker, report, study.study_name)
+        if registered:
+            print(f"registered model: {registered}")
+        print(f"report: {report.folder / 'report.html'}")
+    tracker.end_run(parent, "FINISHED")
     return 0

@@ -10,6 +10,7 @@ Ctrl-C marks the running trial FAIL (and its MLflow run KILLED) and re-queues it
 """
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -95,10 +96,23 @@ class StaleTrialHandler:
 
 
 def make_storage(url: str, sweep: Any, tracker: Tracker | None) -> RDBStorage:
+    """Optuna's RDB storage with heartbeats. Workers that start together on an empty database race to
+    create its tables (the loser gets a unique-violation error), so creation is retried a few times."""
+    import random
+
+    from sqlalchemy.exc import SQLAlchemyError
+
     _sqlite_dir(url)
-    return RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=int(sweep.heartbeat_interval),
-                      grace_period=int(sweep.grace_period),
-                      heartbeat_stale_trial_callback=StaleTrialHandler(tracker, int(sweep.max_retry)))
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=int(sweep.heartbeat_interval),
+                              grace_period=int(sweep.grace_period),
+                              heartbeat_stale_trial_callback=StaleTrialHandler(tracker, int(sweep.max_retry)))
+        except SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 # --- sampler and pruner --------------------------------------------------------------------------
@@ -233,20 +247,35 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, tracker: Tracker, url: s
                                    tags={"role": "study", "study": study.study_name, "optuna_storage": mask(url),
                                          "sampler": sw.sampler.name, "pruner": sw.pruner.name})
         study.set_user_attr("mlflow_parent_run_id", parent)
-    tracker.set_tags(parent, {"n_trials": cfg.sweep.n_trials})
-    _top_up_slots(study, int(cfg.sweep.n_trials), cfg.sweep.baseline is not None)
+    tracker.set_tags(parent, {"n_trials": config_mod.n_trials(cfg.sweep),
+                              "objectives": json.dumps(config_mod.objectives(cfg.sweep)),
+                              "searched_params": json.dumps(list(validated_space(cfg))),
+                              "axis": cfg.sweep.axis or "", "alpha": cfg.sweep.alpha})
+    _top_up_slots(study, cfg.sweep)
     study.set_user_attr("sweeper_ready", True)
     return parent
 
 
-def _top_up_slots(study: optuna.Study, n_trials: int, with_baseline: bool) -> None:
+def validated_space(cfg: DictConfig) -> dict[str, SearchParam]:
+    return config_mod.validate_sweep(cfg)
+
+
+def _top_up_slots(study: optuna.Study, sweep: Any) -> None:
+    """Queue the missing slots: slot 0 is the baseline; in a compare sweep each later slot is pinned
+    to one technique, round-robin, so every technique gets the same budget even if the study stops early."""
+    n_trials = config_mod.n_trials(sweep)
+    with_baseline = sweep.baseline is not None
     have = slots(study.get_trials(deepcopy=False))
     if len(have) > n_trials:
         print(f"note: study {study.study_name} already has {len(have)} trials; sweep.n_trials={n_trials} "
               f"does not remove any", file=sys.stderr)
+    techniques = list(sweep.techniques or [])
     for i in range(len(have), n_trials):
         baseline = with_baseline and i == 0
-        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs={SLOT: i},
+        system_attrs: dict[str, Any] = {SLOT: i}
+        if techniques and not baseline:
+            system_attrs["fixed_params"] = {"regularizer": techniques[(i - with_baseline) % len(techniques)]}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=system_attrs,
                                                   user_attrs={"baseline": True} if baseline else {}))
 
 
@@ -371,7 +400,8 @@ class Worker:
         result = run_trial(trial_cfg, self.tracker, prepared=prepared, run_name=f"{name}-trial-{trial.number}",
                            parent_run_id=self.parent, callbacks=callbacks,
                            tags={"study": name, "trial_number": trial.number, "role": "trial",
-                                 "baseline": baseline, "optuna_trial_id": trial._trial_id},
+                                 "baseline": baseline, "optuna_trial_id": trial._trial_id,
+                                 **({"axis_value": trial.params.get(self.cfg.sweep.axis)} if self.cfg.sweep.axis else {})},
                            on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
                            evaluate_test=False)  # search trials never see the test split
         trial.set_user_attr("epochs_trained", len(result.history))
@@ -425,7 +455,7 @@ def run_study(cfg: DictConfig, argv: list[str]) -> int:
     study, parent = open_study(cfg, space, url, tracker, storage)
     tracker.client.update_run(parent, status="RUNNING")
     n_workers = int(cfg.workers)
-    progress = Progress(study, int(cfg.sweep.n_trials))
+    progress = Progress(study, config_mod.n_trials(cfg.sweep))
     worker_argv = [a for a in argv if not a.startswith("workers=")]
     children: list[mp.Process] = []
     try:
@@ -450,4 +480,4 @@ def run_study(cfg: DictConfig, argv: list[str]) -> int:
         tracker.end_run(parent, "KILLED")
         print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)
         return 130
-    return finalize(study, cfg, tracker, parent)
+    return finalize(study, cfg, tracker, parent, worker_argv)

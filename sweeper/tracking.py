@@ -89,6 +89,33 @@ class Tracker:
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_model(self, run_id: str, model, input_example) -> str:
+        """mlflow.pytorch.log_model into an existing run, with signature and input example; returns its URI."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.to("cpu").eval()
+        example = input_example.detach().cpu().numpy()
+        with torch.no_grad():
+            signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        return info.model_uri
+
+    def register_model(self, model_uri: str, name: str, description: str) -> str:
+        """Register in the MLflow Model Registry; returns the new version."""
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        version = mlflow.register_model(model_uri, name)
+        self.client.update_registered_model(name, description=description)
+        self.client.update_model_version(name, version.version, description=description)
+        return version.version
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """status: FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)

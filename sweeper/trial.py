@@ -32,7 +32,7 @@ from .tracking import EpochLogger, Tracker
 # makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork after
 # CUDA init (workers are spawned), so the plain runtime check is safe and much cheaper.
 os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "lightning_fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -137,7 +137,8 @@ def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
 def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prepared | None = None,
               run_name: str | None = None, parent_run_id: str | None = None,
               tags: dict[str, Any] | None = None, callbacks: list | None = None,
-              on_run_created: Callable[[str], None] | None = None, evaluate_test: bool = True) -> TrialResult:
+              on_run_created: Callable[[str], None] | None = None, evaluate_test: bool = True,
+              before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None) -> TrialResult:
     """Train one model; returns completed/pruned/failed. KeyboardInterrupt ends the run KILLED and propagates."""
     prepared = prepared or prepare(cfg)
     if cfg.trainer.threads:
@@ -166,6 +167,8 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
     es = es_callbacks[0] if es_callbacks else None
 
     def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
+        if tracker is not None and status == "completed" and before_end is not None:
+            before_end(run_id, module.model, prepared.splits)  # e.g. log the model into this run
         if tracker is not None:
             if metrics:  # val_acc/val_loss are per-epoch series; the final model's go in as final_*
                 tracker.log_metrics(run_id, {FINAL_NAMES.get(k, k): v for k, v in metrics.items()},

@@ -80,7 +80,7 @@ def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
     assert not [r for r in all_runs(uri) if r.info.status == "RUNNING"]
     killed = [r for r in all_runs(uri) if r.info.status == "KILLED" and r.data.tags.get("role") == "trial"]
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(killed) == len(interrupted) <= 1
+    assert len(killed) <= len(interrupted) <= 1  # Ctrl-C may land before the trial's MLflow run exists
     proc = run_cli(args, cwd=sweep_dir)
     assert proc.returncode == 0, proc.stderr
     check_links(load_study(db, "dropout"), uri, 5)
