@@ -361,8 +361,18 @@ def validate_sweep(cfg: DictConfig) -> dict:
                 raise ConfigError("sweep.techniques", tech, f"unknown technique; available: "
                                   f"{', '.join(t for t in available('regularizer') if t != 'none')}")
         _positive_int(sw.trials_per_technique, "sweep.trials_per_technique")
-        params = {"regularizer": f"choice({', '.join(['none', *sw.techniques])})",
-                  **{k: v for k, v in params.items() if k != "regularizer"}}
+        chosen = ["none", *sw.techniques]
+        kept = {}
+        for k, v in params.items():  # conditional params of techniques not in the list are dropped
+            if k == "regularizer":
+                continue
+            if isinstance(v, dict) and "regularizer" in (v.get("when") or {}):
+                on = [t for t in v["when"]["regularizer"] if t in chosen]
+                if not on:
+                    continue
+                v = {**v, "when": {**v["when"], "regularizer": on}}
+            kept[k] = v
+        params = {"regularizer": f"choice({', '.join(chosen)})", **kept}
     if not isinstance(sw.replicates, int) or sw.replicates < 0:
         raise ConfigError("sweep.replicates", sw.replicates, "must be an integer >= 0")
     if not 0 < sw.alpha < 1:

@@ -219,7 +219,7 @@ def axis_table(data: StudyData) -> list[dict]:
     for r in data.trials:
         if r.data.tags.get("state") != "completed":
             continue
-        key = (r.data.tags["technique"], r.data.params.get(data.axis) or r.data.tags.get("axis_value", "?"))
+        key = (r.data.tags["technique"], _axis_value(r, data.axis))
         cells.setdefault(key, []).append(r.data.metrics["final_val_acc"])
     out = []
     for (tech, value), accs in sorted(cells.items(), key=lambda kv: (kv[0][0] != BASELINE, kv[0][0], _num(kv[0][1]))):
@@ -227,6 +227,12 @@ def axis_table(data: StudyData) -> list[dict]:
         comp = welch(accs, base, data.alpha) if base and tech != BASELINE else None
         out.append({"key": tech, "axis": value, "n": len(accs), "summary": summarize(accs), "comparison": comp})
     return [r for r in out if r["comparison"] is not None or r["key"] == BASELINE]
+
+
+def _axis_value(run, axis: str) -> str:
+    if axis == "model":  # depth sweeps: the number of hidden layers of the chosen model
+        return str(len(json.loads(run.data.params["model.hidden"])))
+    return run.data.params.get(axis) or run.data.tags.get("axis_value", "?")
 
 
 def _num(v: Any) -> Any:
@@ -334,7 +340,7 @@ def make_plots(data: StudyData, rows: list[Row], axis_rows: list[dict], folder: 
             pts = sorted(((_num(r["axis"]), r) for r in axis_rows if r["key"] == tech), key=lambda p: p[0])
             ax.plot([p[0] for p in pts], [p[1]["comparison"].diff * 100 for p in pts], marker="o", label=tech)
         ax.axhline(0, color="gray", ls="--")
-        label = "training-set fraction" if data.axis == "data.train_fraction" else data.axis
+        label = {"data.train_fraction": "training-set fraction", "model": "hidden layers"}.get(data.axis, data.axis)
         ax.set(xlabel=label, ylabel="gain over baseline (val acc points)")
         if data.axis == "data.train_fraction":
             ax.set_xscale("log")

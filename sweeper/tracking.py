@@ -96,6 +96,8 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
+        for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # mlflow.pytorch re-enables them
+            logging.getLogger(name).setLevel(logging.WARNING)
         model = model.to("cpu").eval()
         example = input_example.detach().cpu().numpy()
         with torch.no_grad():
