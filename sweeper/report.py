@@ -101,13 +101,11 @@ def _mean(values: list[float]) -> float:
 
 
 def _trial_params(run, searched: list[str]) -> str:
+    """The values Optuna chose for this trial (conditional parameters that did not apply are absent)."""
     from .config import GROUPS
 
-    shown = []
-    for name in searched:
-        if name in GROUPS or name not in run.data.params:
-            continue
-        shown.append(f"{name}={run.data.params[name]}")
+    chosen = json.loads(run.data.tags.get("searched", "{}"))
+    shown = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items() if k not in GROUPS]
     return ", ".join(shown) or "defaults"
 
 

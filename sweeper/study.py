@@ -401,6 +401,7 @@ class Worker:
                            parent_run_id=self.parent, callbacks=callbacks,
                            tags={"study": name, "trial_number": trial.number, "role": "trial",
                                  "baseline": baseline, "optuna_trial_id": trial._trial_id,
+                                 "searched": json.dumps(trial.params),
                                  **({"axis_value": trial.params.get(self.cfg.sweep.axis)} if self.cfg.sweep.axis else {})},
                            on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
                            evaluate_test=False)  # search trials never see the test split

@@ -1,0 +1,156 @@
+"""The tradeoff report end to end on a real tiny compare sweep: outputs, rebuild from MLflow, browser render."""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeper import config
+from sweeper.__main__ import main
+from sweeper.replicate import replicate
+from sweeper.report import main as report_main
+from sweeper.study import open_study, _context
+from conftest import all_runs, sweep_args
+
+COMPARE = sweep_args("compare", "sweep.techniques=[l1,dropout]", "sweep.trials_per_technique=2",
+                     "sweep.replicates=2", "trainer.max_epochs=3")
+
+
+@pytest.fixture(scope="module")
+def compare_dir(tmp_path_factory, mlflow_template):
+    """One tiny compare sweep (baseline + 2 techniques x 2 trials, 2 seeds), shared by the tests below."""
+    folder = tmp_path_factory.mktemp("compare")
+    (folder / "mlruns").mkdir()
+    shutil.copy(mlflow_template, folder / "mlruns" / "mlflow.db")
+    old = os.getcwd()
+    os.chdir(folder)
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        assert main(COMPARE) == 0
+    finally:
+        os.chdir(old)
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    return folder
+
+
+def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
+    out = compare_dir / "reports" / "compare"
+    names = {p.name for p in out.iterdir()}
+    assert {"report.md", "report.html", "report.csv", "learning_curves.png", "accuracy_vs_time.png",
+            "val_acc_vs_strength.png", "accuracy_vs_sparsity.png"} <= names
+    md = (out / "report.md").read_text()
+    for technique in ("| none |", "| l1 |", "| dropout |"):
+        assert technique in md
+    assert "## Recommendations" in md and "best accuracy" in md and "least compute" in md
+    assert "nan" not in md.lower()
+    uri = f"sqlite:///{compare_dir / 'mlruns' / 'mlflow.db'}"
+    runs = all_runs(uri)
+    parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    reps = [r for r in runs if r.data.tags.get("role") == "replicate"]
+    assert len(trials) == 5 and {r.data.tags["technique"] for r in trials} == {"none", "l1", "dropout"}
+    assert sorted(r.data.tags["technique"] for r in trials).count("l1") == 2  # equal budget per technique
+    assert len(reps) == 6 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in reps)
+    assert all("test_acc" in r.data.metrics for r in reps) and not any("test_acc" in r.data.metrics for r in trials)
+    client = MlflowClient(tracking_uri=uri)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/report.csv"} <= logged
+    with_model = [r for r in reps if r.data.tags.get("model_uri")]
+    assert {r.data.tags["replicate_of"] for r in with_model} == {"none", "l1", "dropout"}
+    versions = client.search_model_versions("name = 'sweeper-compare'")
+    assert len(versions) == 1
+    import mlflow.pytorch
+    import torch
+
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pytorch.load_model("models:/sweeper-compare/1")
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_report_rebuilds_the_same_table_from_mlflow(compare_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(compare_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report_main(["compare", "--out", str(tmp_path)]) == 0
+    first = (compare_dir / "reports" / "compare" / "report.csv").read_text()
+    again = (tmp_path / "compare" / "report.csv").read_text()
+    drop_times = lambda text: [re.sub(r"\d+\.\d+$", "", line) for line in text.splitlines()]  # noqa: E731
+    assert [line.split(",")[:8] for line in first.splitlines()] == [line.split(",")[:8] for line in again.splitlines()]
+    assert drop_times(first)[0] == drop_times(again)[0]
+    assert "report:" in capsys.readouterr().out
+
+
+def test_replicates_are_not_redone(compare_dir, monkeypatch):
+    monkeypatch.chdir(compare_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = config.load(COMPARE)
+    space, url, tracker, storage = _context(cfg, COMPARE)
+    study, parent = open_study(cfg, space, url, tracker, storage)
+    before = len(all_runs(tracker.uri))
+    assert replicate(study, cfg, COMPARE, tracker, parent) == 0
+    assert len(all_runs(tracker.uri)) == before
+
+
+def test_report_bad_inputs_write_nothing(compare_dir, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(compare_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert report_main(["nope", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "experiment: 'nope'" in err and "existing: Default, compare" in err
+    assert report_main(["compare", "--tracking-uri", f"sqlite:///{tmp_path}/none.db", "--out", str(tmp_path / "r")]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert main(sweep_args("compare", "sweep.techniques=[l1,magic]")) == 2
+    assert "sweep.techniques: 'magic'" in capsys.readouterr().err
+
+
+def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, capsys, mlflow_template):
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    args = sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=empty")
+    cfg = config.load(args)
+    space, url, tracker, storage = _context(cfg, args)
+    open_study(cfg, space, url, tracker, storage)  # study + parent run, no trial run yet
+    assert report_main(["empty", "--out", str(tmp_path / "r")]) == 2
+    assert "no finished trials" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "empty").exists()
+
+
+def test_dropout_report_has_the_seed_network_table(sweep_dir, capsys):
+    assert main(sweep_args("dropout", "sweep.n_trials=2", "sweep.replicates=2")) == 0
+    md = (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+    section = md.split("## Reference configurations")[1].split("##")[0]
+    assert "| none |" in section and "| ref:seed_dropout_0.2 |" in section
+    assert "regularizer.p=0.2" in section and re.search(r"(not )?significant \(p=", section)
+
+
+def _chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None and os.environ.get("CI"):
+        pytest.fail("chromium is not installed (.ci/run installs Debian's chromium package)")
+    if exe is None:
+        pytest.skip("chromium not installed here")
+    return exe
+
+
+def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_path):
+    exe = _chromium()
+    page = tmp_path / "page.html"
+    probe = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+             "document.title=JSON.stringify({rows:document.querySelectorAll('tbody tr').length,"
+             "images:imgs.length,ok:imgs.filter(i=>i.complete&&i.naturalWidth>0).length})});</script>")
+    page.write_text((compare_dir / "reports" / "compare" / "report.html").read_text().replace("</body>", probe + "</body>"))
+    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
+                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    result = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1).replace("&quot;", '"'))
+    assert result["rows"] >= 3 and result["images"] >= 4 and result["ok"] == result["images"], result
+    shot = tmp_path / "report.png"
+    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1400,1800", (compare_dir / "reports" / "compare" / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 10_000
