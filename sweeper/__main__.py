@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as exc:
+        if type(exc).__name__ != "TrackingUnavailable":
+            raise
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

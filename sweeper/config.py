@@ -276,17 +276,52 @@ def validate(cfg: DictConfig) -> None:
     _positive_int(cfg.workers, "workers")
     if cfg.tracking.mode not in ("local", "server"):
         raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")
+    if cfg.tracking.mode == "server":
+        tracking_uri(cfg)  # names a missing environment variable now, before anything runs
+        storage_url(cfg)
     regularizers.build(OmegaConf.to_container(cfg.regularizer, resolve=True), cfg.optim.name)
 
 
+STORAGE_ENV = "SWEEPER_OPTUNA_STORAGE"
+
+
+def _required_env(name: str, field: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(field, None, f"tracking=server needs the environment variable {name} (or set {field})")
+    return value
+
+
 def tracking_uri(cfg: DictConfig) -> str:
-    """Explicit config wins, then $MLFLOW_TRACKING_URI, then the embedded SQLite store under mlruns/."""
-    return cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+    """Explicit config wins, then $MLFLOW_TRACKING_URI, then (local mode) the SQLite store under mlruns/."""
+    if cfg.tracking.uri:
+        return cfg.tracking.uri
+    if cfg.tracking.mode == "server":
+        return _required_env("MLFLOW_TRACKING_URI", "tracking.uri")
+    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
 
 
 def storage_url(cfg: DictConfig) -> str:
-    """Optuna storage: `storage=` shortcut, then tracking.storage, then SQLite under mlruns/."""
-    return cfg.storage or cfg.tracking.storage or "sqlite:///mlruns/optuna.db"
+    """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE (required
+    in server mode), then SQLite under mlruns/."""
+    if cfg.storage or cfg.tracking.storage:
+        return cfg.storage or cfg.tracking.storage
+    if cfg.tracking.mode == "server":
+        return _required_env(STORAGE_ENV, "storage")
+    return os.environ.get(STORAGE_ENV) or "sqlite:///mlruns/optuna.db"
+
+
+def check_tracking_server(cfg: DictConfig) -> None:
+    """Server mode: the MLflow server answers within 10 s and accepts the credentials (nothing written)."""
+    if cfg.tracking.mode != "server":
+        return
+    from .tracking import check_server
+
+    uri = tracking_uri(cfg)
+    if os.environ.get("MLFLOW_TRACKING_USERNAME") is None:
+        _required_env("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME")
+    _required_env("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD")
+    check_server(uri)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:

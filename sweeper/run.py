@@ -13,7 +13,10 @@ SUMMARY_KEYS = ("val_acc", "test_acc", "best_val_acc", "best_epoch", "epochs_tra
 
 
 def run_single(cfg: DictConfig) -> int:
+    from .config import check_tracking_server
+
     prepared = prepare(cfg)  # all bad input surfaces here, before a run exists
+    check_tracking_server(cfg)
     tracker = Tracker(tracking_uri(cfg), cfg.tracking.experiment, cfg.tracking.artifact_root)
     result = run_trial(cfg, tracker, prepared=prepared, tags={"role": "single"})
     print(f"run {result.run_id} [{prepared.technique}] on {cfg.data.name}/{cfg.model.name}: {result.status}"

@@ -30,7 +30,7 @@ from . import config as config_mod
 from .errors import ConfigError
 from .masking import mask
 from .search_space import SearchParam, format_override, signature
-from .tracking import Tracker, close_runs
+from .tracking import Tracker, TrackingUnavailable, close_runs
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -219,7 +219,16 @@ def open_study(cfg: DictConfig, space: dict[str, SearchParam], url: str, tracker
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     parent = _ensure_setup(study, cfg, tracker, url)
+    _close_orphan_runs(study, tracker)
     return study, parent
+
+
+def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """A trial that failed while the tracking server was down may have left its MLflow run RUNNING."""
+    orphans = [t.user_attrs["mlflow_run_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.user_attrs.get("mlflow_run_id")]
+    if orphans:
+        close_runs(tracker, orphans, "FAILED", "trial failed while its worker had no tracking server")
 
 
 def _normalize(obj: Any) -> Any:
@@ -364,10 +373,11 @@ class Worker:
         try:
             with Heartbeat(self.storage, trial._trial_id, self.cfg.sweep.heartbeat_interval):
                 self._run_one(trial)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, TrackingUnavailable) as exc:
+            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "tracking server lost"
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
             try:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued for the next run")
+                trial.set_user_attr("fail_reason", f"{reason}; re-queued for the next run")
                 frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 if frozen.state == TrialState.FAIL:
                     RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
@@ -445,6 +455,9 @@ def worker_process(argv: list[str], threads: int) -> None:
         Worker(argv, cfg, space, url, tracker, study, storage, parent).run()
     except KeyboardInterrupt:
         sys.exit(130)
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
 
 
 def run_study(cfg: DictConfig, argv: list[str]) -> int:
@@ -452,6 +465,17 @@ def run_study(cfg: DictConfig, argv: list[str]) -> int:
 
     url = config_mod.storage_url(cfg)
     check_storage(url)
+    config_mod.check_tracking_server(cfg)
+    try:
+        return _run_study(cfg, argv)
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+def _run_study(cfg: DictConfig, argv: list[str]) -> int:
+    from .progress import Progress, finalize
+
     space, url, tracker, storage = _context(cfg, argv)
     study, parent = open_study(cfg, space, url, tracker, storage)
     tracker.client.update_run(parent, status="RUNNING")

@@ -20,6 +20,63 @@ from mlflow.tracking import MlflowClient
 from .masking import mask
 
 _MAX_BATCH = 100
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server stopped answering: the worker stops (its trial is re-queued)."""
+
+
+def _unavailable(exc: Exception) -> bool:
+    text = str(exc)
+    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish",
+                                   "Read timed out", "RemoteDisconnected", "Connection aborted"))
+
+
+def _guard(method):
+    """Turn a lost MLflow server into one clear exception instead of a retry storm or a traceback."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, TrackingUnavailable) or not _unavailable(exc):
+                raise
+            raise TrackingUnavailable(f"MLflow tracking server {mask(self.uri)} is unreachable "
+                                      f"({type(exc).__name__}); the study can be resumed when it is back") from None
+    return wrapper
+
+
+def check_server(uri: str) -> None:
+    """An http(s) tracking URI must answer /health within 10 s and accept $MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    import os
+    from urllib.parse import urlparse
+
+    import requests
+
+    from .errors import ConfigError
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    # a lost server must fail a worker quickly (MLflow's default retries take minutes)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    host = urlparse(uri).hostname
+    base = uri.rstrip("/")
+    try:
+        requests.get(f"{base}/health", timeout=5)
+    except requests.RequestException as exc:
+        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
+    auth = (os.environ.get("MLFLOW_TRACKING_USERNAME", ""), os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    try:
+        resp = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=5)
+    except requests.RequestException as exc:
+        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
+    if resp.status_code in (401, 403):
+        raise ConfigError("MLFLOW_TRACKING_PASSWORD", "***", f"the MLflow server at {host} rejected user {auth[0]!r} "
+                          f"(HTTP {resp.status_code}); check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
 for _name in ("mlflow", "alembic"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -38,6 +95,7 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment, artifact_root, uri)
 
+    @_guard
     def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
@@ -56,6 +114,7 @@ class Tracker:
             return exp.experiment_id
 
     # --- runs -------------------------------------------------------------------------------
+    @_guard
     def start_run(self, name: str, params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
                   parent_run_id: str | None = None) -> str:
         all_tags = {k: mask(str(v)) for k, v in (tags or {}).items()}
@@ -66,29 +125,35 @@ class Tracker:
             self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    @_guard
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _MAX_BATCH):
             self.client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
 
+    @_guard
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
         if items:
             self.client.log_batch(run_id, metrics=items)
 
+    @_guard
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
+    @_guard
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, mask(text), artifact_file)
 
     def log_json(self, run_id: str, obj: Any, artifact_file: str) -> None:
         self.log_text(run_id, json.dumps(obj, indent=2, default=str), artifact_file)
 
+    @_guard
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
 
+    @_guard
     def log_model(self, run_id: str, model, input_example) -> str:
         """mlflow.pytorch.log_model into an existing run, with signature and input example; returns its URI."""
         import mlflow
@@ -108,6 +173,7 @@ class Tracker:
                                             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         return info.model_uri
 
+    @_guard
     def register_model(self, model_uri: str, name: str, description: str) -> str:
         """Register in the MLflow Model Registry; returns the new version."""
         import mlflow
@@ -118,17 +184,21 @@ class Tracker:
         self.client.update_model_version(name, version.version, description=description)
         return version.version
 
+    @_guard
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """status: FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)
 
+    @_guard
     def get_run(self, run_id: str):
         return self.client.get_run(run_id)
 
+    @_guard
     def search_runs(self, filter_string: str = "", max_results: int = 10000) -> list:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string,
                                        max_results=max_results)
 
+    @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)
 

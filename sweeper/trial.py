@@ -26,7 +26,7 @@ from .data import Splits, TensorDataModule, load_splits
 from .errors import TrialFailed
 from .models import build_model, count_parameters
 from .module import RegularizedModule, evaluate
-from .tracking import EpochLogger, Tracker
+from .tracking import EpochLogger, Tracker, TrackingUnavailable
 
 # Lightning sets this at import so CUDA checks avoid fork poisoning; on a CUDA build without a GPU it
 # makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork after
@@ -201,6 +201,8 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
         return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})
     except TrialFailed as exc:
         return finish("failed", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
+    except TrackingUnavailable:
+        raise
     except Exception as exc:
         return finish("failed", "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     fit_seconds = time.perf_counter() - t0
