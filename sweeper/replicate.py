@@ -73,5 +73,6 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
         run_trial(rep_cfg, tracker, prepared=prepared, run_name=f"{study.study_name}-{cand.key}-seed{seed}",
                   parent_run_id=parent, evaluate_test=True, before_end=log_model,
                   tags={"role": "replicate", "study": study.study_name, "replicate_of": cand.key, "seed": seed,
+                        "overrides": " ".join(cand.overrides),
                         "source_trial": "" if cand.source_trial is None else cand.source_trial})
     return len(todo)

@@ -123,8 +123,7 @@ def build_rows(data: StudyData) -> list[Row]:
             params = "baseline" if source.data.tags.get("baseline") == "True" else _trial_params(source, data.searched)
             val = source.data.metrics.get("final_val_acc")
         else:
-            params, val = "reference: " + ", ".join(f"{k}={v}" for k, v in sorted(reps[0].data.params.items())
-                                                  if k.startswith("regularizer.") and v not in ("0.0", "False", "None")), None
+            params, val = "reference: " + (reps[0].data.tags.get("overrides") or "defaults"), None
         stops = [r.data.metrics.get("restored_epoch", r.data.metrics.get("best_epoch", 0)) for r in reps]
         rows.append(Row(key, params, val, summarize(m("test_acc")), None, _mean(m("final_gen_gap")),
                         _mean(m("sparsity_zero")), _mean(m("sparsity_1e-3")), _mean(m("weight_l2")),
