@@ -28,6 +28,7 @@ DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "csv")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 OPTIMIZERS = ("adam", "sgd")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 @dataclass
@@ -271,6 +272,17 @@ def validate(cfg: DictConfig) -> None:
     if not (cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr)):
         raise ConfigError("optim.lr", cfg.optim.lr, "must be a finite number > 0")
     _positive_int(t.max_epochs, "trainer.max_epochs")
+    if t.accelerator not in ACCELERATORS:
+        raise ConfigError("trainer.accelerator", t.accelerator, f"allowed: {', '.join(ACCELERATORS)}")
+    if t.accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("trainer.accelerator", t.accelerator, "no CUDA GPU is visible here; use auto or cpu")
+    if t.devices != 1:
+        raise ConfigError("trainer.devices", t.devices, "only 1 is supported (trials are small; run workers=N for parallelism)")
+    if not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**32:
+        raise ConfigError("seed", cfg.seed, "must be an integer in [0, 2**32)")
     if t.threads is not None:
         _positive_int(t.threads, "trainer.threads")
     _positive_int(cfg.workers, "workers")
@@ -292,23 +304,31 @@ def _required_env(name: str, field: str) -> str:
     return value
 
 
+def absolute_sqlite(url: str) -> str:
+    """sqlite:///relative/path -> sqlite:////abs/path, resolved against the current directory now.
+    (MLflow caches stores by URI string; a relative one would keep pointing at the first directory.)"""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        return "sqlite:///" + str(Path(url[len("sqlite:///"):]).resolve())
+    return url
+
+
 def tracking_uri(cfg: DictConfig) -> str:
     """Explicit config wins, then $MLFLOW_TRACKING_URI, then (local mode) the SQLite store under mlruns/."""
     if cfg.tracking.uri:
-        return cfg.tracking.uri
+        return absolute_sqlite(cfg.tracking.uri)
     if cfg.tracking.mode == "server":
         return _required_env("MLFLOW_TRACKING_URI", "tracking.uri")
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+    return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db")
 
 
 def storage_url(cfg: DictConfig) -> str:
     """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE (required
     in server mode), then SQLite under mlruns/."""
     if cfg.storage or cfg.tracking.storage:
-        return cfg.storage or cfg.tracking.storage
+        return absolute_sqlite(cfg.storage or cfg.tracking.storage)
     if cfg.tracking.mode == "server":
         return _required_env(STORAGE_ENV, "storage")
-    return os.environ.get(STORAGE_ENV) or "sqlite:///mlruns/optuna.db"
+    return absolute_sqlite(os.environ.get(STORAGE_ENV) or "sqlite:///mlruns/optuna.db")
 
 
 def check_tracking_server(cfg: DictConfig) -> None:

@@ -16,13 +16,19 @@ from .errors import ConfigError
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
-def _dense_block(n_in: int, n_out: int, act: str, dropout: float, batchnorm: bool, momentum: float):
-    layers: list[nn.Module] = [nn.Linear(n_in, n_out)]
-    if batchnorm:
-        layers.append(nn.BatchNorm1d(n_out, momentum=momentum))
-    layers.append(ACTIVATIONS[act]())
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
+def _dense_head(n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool,
+                momentum: float) -> list[nn.Module]:
+    """Hidden blocks Linear -> [BatchNorm1d] -> activation -> [Dropout], then the output Linear."""
+    layers: list[nn.Module] = []
+    sizes = [n_in, *hidden]
+    for a, b in zip(sizes, sizes[1:]):
+        layers.append(nn.Linear(a, b))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(b, momentum=momentum))
+        layers.append(ACTIVATIONS[act]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    layers.append(nn.Linear(sizes[-1], n_classes))
     return layers
 
 
@@ -30,12 +36,8 @@ class MLP(nn.Module):
     def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0,
                  batchnorm=False, bn_momentum=0.1):
         super().__init__()
-        sizes = [math.prod(input_shape), *hidden]
-        layers: list[nn.Module] = [nn.Flatten()]
-        for a, b in zip(sizes, sizes[1:]):
-            layers += _dense_block(a, b, activation, dropout, batchnorm, bn_momentum)
-        layers.append(nn.Linear(sizes[-1], n_classes))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(nn.Flatten(), *_dense_head(math.prod(input_shape), list(hidden), n_classes,
+                                                            activation, dropout, batchnorm, bn_momentum))
 
     def forward(self, x):
         return self.net(x)
@@ -57,10 +59,7 @@ class CNN(nn.Module):
                 h, w = h // 2, w // 2
             c = out
         layers.append(nn.Flatten())
-        sizes = [c * h * w, *hidden]
-        for a, b in zip(sizes, sizes[1:]):
-            layers += _dense_block(a, b, activation, dropout, batchnorm, bn_momentum)
-        layers.append(nn.Linear(sizes[-1], n_classes))
+        layers += _dense_head(c * h * w, list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

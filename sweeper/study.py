@@ -77,7 +77,7 @@ def check_storage(url: str) -> None:
 
 
 def _sqlite_dir(url: str) -> None:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+    if url.startswith("sqlite:///") and ":memory:" not in url:
         os.makedirs(os.path.dirname(url[len("sqlite:///"):]) or ".", exist_ok=True)
 
 
@@ -224,11 +224,14 @@ def open_study(cfg: DictConfig, space: dict[str, SearchParam], url: str, tracker
 
 
 def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
-    """A trial that failed while the tracking server was down may have left its MLflow run RUNNING."""
-    orphans = [t.user_attrs["mlflow_run_id"] for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-               if t.user_attrs.get("mlflow_run_id")]
+    """A trial that failed while the tracking server was down can leave its MLflow run RUNNING
+    (found by the run's trial_number tag, even if the trial never learned the run id)."""
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    running = tracker.search_runs("attributes.status = 'RUNNING' and tags.role = 'trial'")
+    orphans = [r.info.run_id for r in running
+               if states.get(int(r.data.tags.get("trial_number", -1))) not in (None, TrialState.RUNNING)]
     if orphans:
-        close_runs(tracker, orphans, "FAILED", "trial failed while its worker had no tracking server")
+        close_runs(tracker, orphans, "FAILED", "trial ended while its worker had no tracking server")
 
 
 def _normalize(obj: Any) -> Any:

@@ -82,7 +82,7 @@ for _name in ("mlflow", "alembic"):
 
 
 def _prepare_local_store(uri: str) -> None:
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -155,13 +155,14 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
     history = _History()
     all_callbacks: list = [history]
     if tracker is not None:
-        run_id = tracker.start_run(run_name or prepared.technique, params=flat_params(cfg),
+        run_id = tracker.start_run(run_name or prepared.technique,
                                    tags={"technique": prepared.technique, "state": "running", **(tags or {})},
                                    parent_run_id=parent_run_id)
+        if on_run_created:  # first, so the link exists even if the next calls fail
+            on_run_created(run_id)
+        tracker.log_params(run_id, flat_params(cfg))
         tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
         all_callbacks.append(EpochLogger(tracker, run_id))
-        if on_run_created:
-            on_run_created(run_id)
     es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
     all_callbacks += es_callbacks + list(callbacks or [])
     es = es_callbacks[0] if es_callbacks else None

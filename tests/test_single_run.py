@@ -48,6 +48,12 @@ BAD = [
     (["data=mnist", "data.root=/no/such/dir"], "data.root: '/no/such/dir'", "data.download=true"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs: 'abc'", "Integer"),
     (["regularizer.bogus=1"], "regularizer.bogus", "unknown key"),
+    (["trainer.accelerator=tpu9"], "trainer.accelerator: 'tpu9'", "auto, cpu"),
+    (["trainer.devices=2"], "trainer.devices: 2", "only 1"),
+    (["seed=-1"], "seed: -1", "[0, 2**32)"),
+    (["workers=0"], "workers: 0", "> 0"),
+    (["regularizer=[dropout,nope]"], "regularizer: 'nope'", "available: "),
+    (["regularizer=weight_decay", "optim.name=sgd"], "regularizer.weight_decay: 0.01", "optim.name=adam"),
 ]
 
 

@@ -7,7 +7,7 @@ from sweeper.__main__ import main
 from conftest import all_runs, load_study, sweep_args
 
 BAD = [
-    (["+sweep=nope"], "sweep: 'nope'", "available: batchnorm, dropout"),
+    (["+sweep=nope"], "sweep: 'nope'", "available: batchnorm, compare, data_size"),
     (sweep_args("dropout", "sweep.params.regularizer.p=interval(0.1"), "sweep.params.regularizer.p: 'interval(0.1'", "malformed"),
     (sweep_args("dropout", "sweep.params.regularizer.q=interval(0.1,0.2)"), "sweep.params.regularizer.q", "not a key of the config"),
     (sweep_args("dropout", "sweep.params.optim.lrate=interval(0.1,0.2)"), "sweep.params.optim.lrate", "not a key of the config"),
