@@ -5,6 +5,7 @@ import json
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -174,13 +175,18 @@ def finalize(study: optuna.Study, cfg: DictConfig, tracker: Tracker, parent: str
         from .replicate import replicate
         from .report import print_table, register_recommended, write_report
 
-        replicate(study, cfg, argv, tracker, parent)
+        t0 = time.perf_counter()
+        n_rep = replicate(study, cfg, argv, tracker, parent)
+        t1 = time.perf_counter()
         report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
+        t2 = time.perf_counter()
+        tracker.log_metrics(parent, {"replication_s": t1 - t0, "report_s": t2 - t1})
         print()
         print_table(report.rows, report.axis_rows, report.recommendations)
         registered = register_recommended(tracker, report, study.study_name)
         if registered:
             print(f"registered model: {registered}")
-        print(f"report: {report.folder / 'report.html'}")
+        print(f"report: {report.folder / 'report.html'}  ({n_rep} replicate runs in {t1 - t0:.1f} s, "
+              f"report in {t2 - t1:.1f} s)")
     tracker.end_run(parent, "FINISHED")
     return 0
