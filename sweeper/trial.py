@@ -171,13 +171,12 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
         if tracker is not None and status == "completed" and before_end is not None:
             before_end(run_id, module.model, prepared.splits)  # e.g. log the model into this run
         if tracker is not None:
-            if metrics:  # val_acc/val_loss are per-epoch series; the final model's go in as final_*
-                tracker.log_metrics(run_id, {FINAL_NAMES.get(k, k): v for k, v in metrics.items()},
-                                    step=len(history.epochs))
             tags_out = {"state": status, **({"failure_reason": reason} if reason else {})}
             if status == "pruned":
                 tags_out["pruned_epoch"] = len(history.epochs)
-            tracker.set_tags(run_id, tags_out)
+            # val_acc/val_loss are per-epoch series; the final model's go in as final_*
+            tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out,
+                              step=len(history.epochs))
             tracker.end_run(run_id, mlflow_status)
         return TrialResult(status, metrics or {}, history.epochs, reason, run_id)
 
