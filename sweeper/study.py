@@ -360,6 +360,9 @@ class Worker:
 
     def run(self) -> None:
         poll = max(1.0, self.cfg.sweep.heartbeat_interval / 2)
+        # This loop plays Study.optimize's role: samplers may call study.stop() (GridSampler does when
+        # the grid is used up), which Optuna only allows inside optimize. Our loop ends on empty slots.
+        self.study._thread_local.in_optimize_loop = True
         while True:
             fail_stale_trials(self.study)
             trial = _pop_waiting(self.study)

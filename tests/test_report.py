@@ -154,3 +154,14 @@ def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_
                     "--window-size=1400,1800", (compare_dir / "reports" / "compare" / "report.html").as_uri()],
                    capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000
+
+
+def test_data_size_sweep_reports_gain_by_training_fraction(sweep_dir):
+    args = sweep_args("data_size", "sweep.n_trials=8", "sweep.params.regularizer=choice(none,dropout)",
+                      "sweep.params.data.train_fraction=choice(0.5,1.0)", "sweep.params.seed=choice(0,1)")
+    assert main(args) == 0
+    out = sweep_dir / "reports" / "data_size"
+    md = (out / "report.md").read_text()
+    assert "## Gain over the baseline by data.train_fraction" in md
+    assert "| dropout | 0.5 |" in md and "| dropout | 1.0 |" in md and "| none | 0.5 |" in md
+    assert "small data" in md and (out / "gain_vs_axis.png").exists()
