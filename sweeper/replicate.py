@@ -65,13 +65,11 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
         print(f"replicate {n}/{len(todo)}: {cand.key} seed={seed}", file=sys.stderr)
         rep_cfg = config_mod.load(argv + cand.overrides + [f"seed={seed}"])
         prepared = prepare(rep_cfg)
-        log_model = None
-        if i == 0:
-            def log_model(run_id, model, splits):
-                uri = tracker.log_model(run_id, model, splits.x_test[:2])
-                tracker.set_tags(run_id, {"model_uri": uri})
+        def log_model(run_id, model, splits):  # the first seed of each configuration keeps its model
+            uri = tracker.log_model(run_id, model, splits.x_test[:2])
+            tracker.set_tags(run_id, {"model_uri": uri})
         run_trial(rep_cfg, tracker, prepared=prepared, run_name=f"{study.study_name}-{cand.key}-seed{seed}",
-                  parent_run_id=parent, evaluate_test=True, before_end=log_model,
+                  parent_run_id=parent, evaluate_test=True, before_end=log_model if i == 0 else None,
                   tags={"role": "replicate", "study": study.study_name, "replicate_of": cand.key, "seed": seed,
                         "overrides": " ".join(cand.overrides),
                         "source_trial": "" if cand.source_trial is None else cand.source_trial})

@@ -13,7 +13,6 @@ import argparse
 import base64
 import csv
 import html
-import io
 import json
 import os
 import shutil

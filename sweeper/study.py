@@ -218,7 +218,7 @@ def open_study(cfg: DictConfig, space: dict[str, SearchParam], url: str, tracker
             study.set_user_attr("sweeper_signature", sig)
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    parent = _ensure_setup(study, cfg, tracker, url)
+    parent = _ensure_setup(study, cfg, space, tracker, url)
     _close_orphan_runs(study, tracker)
     return study, parent
 
@@ -240,7 +240,8 @@ def _normalize(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=list))
 
 
-def _ensure_setup(study: optuna.Study, cfg: DictConfig, tracker: Tracker, url: str) -> str:
+def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], tracker: Tracker,
+                  url: str) -> str:
     """Parent MLflow run and the trial slots; the creator does it, joiners wait for it (idempotent)."""
     deadline = time.monotonic() + 30
     while "sweeper_ready" not in study.user_attrs and time.monotonic() < deadline:
@@ -261,15 +262,11 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, tracker: Tracker, url: s
         study.set_user_attr("mlflow_parent_run_id", parent)
     tracker.set_tags(parent, {"n_trials": config_mod.n_trials(cfg.sweep),
                               "objectives": json.dumps(config_mod.objectives(cfg.sweep)),
-                              "searched_params": json.dumps(list(validated_space(cfg))),
+                              "searched_params": json.dumps(list(space)),
                               "axis": cfg.sweep.axis or "", "alpha": cfg.sweep.alpha})
     _top_up_slots(study, cfg.sweep)
     study.set_user_attr("sweeper_ready", True)
     return parent
-
-
-def validated_space(cfg: DictConfig) -> dict[str, SearchParam]:
-    return config_mod.validate_sweep(cfg)
 
 
 def _top_up_slots(study: optuna.Study, sweep: Any) -> None:
@@ -467,8 +464,6 @@ def worker_process(argv: list[str], threads: int) -> None:
 
 
 def run_study(cfg: DictConfig, argv: list[str]) -> int:
-    from .progress import Progress, finalize
-
     url = config_mod.storage_url(cfg)
     check_storage(url)
     config_mod.check_tracking_server(cfg)

@@ -1,13 +1,11 @@
 """Each technique against a reference: closed forms, exact zeros, dropout/batch-norm semantics, early stopping."""
-import copy
-
 import pytest
 import torch
 from torch import nn
 
 from sweeper import config, regularizers
 from sweeper.models import MLP
-from sweeper.module import RegularizedModule, evaluate
+from sweeper.module import RegularizedModule
 from sweeper.trial import prepare, run_trial
 from conftest import tiny
 

@@ -3,7 +3,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeper.__main__ import main
-from conftest import REPO, all_runs, run_cli, tiny
+from conftest import all_runs, run_cli, tiny
 
 EPOCH_METRICS = {"train_loss", "train_penalty", "train_acc", "val_loss", "val_acc", "gen_gap"}
 FINAL_METRICS = {"best_val_acc", "best_epoch", "epochs_trained", "stopped_early", "test_acc", "test_loss",

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
