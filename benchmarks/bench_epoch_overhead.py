@@ -6,6 +6,7 @@ Prints per-epoch times and the ratio trial-path / plain-loop. Run by hand:
 
     python benchmarks/bench_epoch_overhead.py [--epochs 10] [--threads 2] [--data mnist5k]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sweeper import config
+from sweeper import config, runtime
 from sweeper.data import load_splits
 from sweeper.models import build_model
 from sweeper.module import evaluate
@@ -34,7 +35,7 @@ def plain_loop(cfg, epochs: int) -> float:
         perm = torch.randperm(len(s.y_train), generator=gen)
         x, y = s.x_train[perm], s.y_train[perm]
         for i in range(0, len(y), bs):
-            loss = F.cross_entropy(model(x[i:i + bs]), y[i:i + bs])
+            loss = F.cross_entropy(model(x[i : i + bs]), y[i : i + bs])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -55,9 +56,9 @@ def main() -> None:
     ap.add_argument("--data", default="mnist5k")
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
+    runtime.setup()  # as main() does: e.g. no NVML probe on every optimizer step
     torch.set_num_threads(a.threads)
-    cfg = config.load([f"data={a.data}", f"trainer.max_epochs={a.epochs}", f"trainer.threads={a.threads}",
-                       "trainer.accelerator=cpu"])
+    cfg = config.load([f"data={a.data}", f"trainer.max_epochs={a.epochs}", f"trainer.threads={a.threads}", "trainer.accelerator=cpu"])
     load_splits(cfg.data)  # warm the data cache for both
     plain_loop(cfg, 1)  # warm-up
     plain, trial = [], []

@@ -10,6 +10,7 @@
 - mlflow:  one trial's wall time with MLflow tracking (SQLite store) vs without, interleaved repeats.
 Every study runs in a fresh temporary folder (its own ./mlruns).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,9 +46,11 @@ def finished(study):
 def bench_wall() -> None:
     wall, study, _ = sweep(["+sweep=dropout"])
     states = [t.state.name for t in finished(study)]
-    print(f"[wall] python -m sweeper +sweep=dropout: {wall:.1f} s for {len(states)} trials "
-          f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned); best val_acc "
-          f"{study.best_value:.4f}")
+    print(
+        f"[wall] python -m sweeper +sweep=dropout: {wall:.1f} s for {len(states)} trials "
+        f"({states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned); best val_acc "
+        f"{study.best_value:.4f}"
+    )
 
 
 def bench_pruning() -> None:
@@ -58,8 +61,9 @@ def bench_pruning() -> None:
         out[label] = (epochs, study.best_value, wall)
         print(f"[pruning] {label:<13}: {epochs:4d} epochs, best val_acc {study.best_value:.4f}, {wall:.1f} s")
     (e1, b1, _), (e0, b0, _) = out["median pruner"], out["no pruning"]
-    print(f"[pruning] epochs ratio {e1 / e0:.2f} (target <= 0.60); best val_acc difference "
-          f"{(b1 - b0) * 100:+.2f} points (target within 0.5)")
+    print(
+        f"[pruning] epochs ratio {e1 / e0:.2f} (target <= 0.60); best val_acc difference {(b1 - b0) * 100:+.2f} points (target within 0.5)"
+    )
 
 
 def trials_per_minute(study) -> float:
@@ -72,8 +76,7 @@ def trials_per_minute(study) -> float:
 def bench_workers() -> None:
     rates = {}
     for n in (1, 2):
-        wall, study, _ = sweep(["+sweep=dropout", "sweep.n_trials=16", "sweep.pruner.name=none",
-                                "trainer.max_epochs=10", f"workers={n}"])
+        wall, study, _ = sweep(["+sweep=dropout", "sweep.n_trials=16", "sweep.pruner.name=none", "trainer.max_epochs=10", f"workers={n}"])
         rates[n] = trials_per_minute(study)
         print(f"[workers] workers={n}: {rates[n]:.1f} trials/min, whole command {wall:.1f} s")
     print(f"[workers] speed-up {rates[2] / rates[1]:.2f}x (target >= 1.6x) on {os.cpu_count()} cores")
@@ -98,8 +101,10 @@ def bench_mlflow(repeats: int = 5) -> None:
         run_trial(cfg, tracker, prepared=prepared, evaluate_test=False, parent_run_id=None)
         with_t.append(time.perf_counter() - t0)
     a, b = statistics.median(without_t), statistics.median(with_t)
-    print(f"[mlflow] trial without tracking {a:.3f} s, with SQLite MLflow tracking {b:.3f} s: "
-          f"overhead {(b - a):.3f} s = {(b - a) / a * 100:.1f}% (target < 5%)")
+    print(
+        f"[mlflow] trial without tracking {a:.3f} s, with SQLite MLflow tracking {b:.3f} s: "
+        f"overhead {(b - a):.3f} s = {(b - a) / a * 100:.1f}% (target < 5%)"
+    )
 
 
 def main() -> None:

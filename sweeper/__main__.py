@@ -3,6 +3,7 @@
 Without ``+sweep=...`` it trains one model; with it, it runs an Optuna study. Bad input prints
 one line (``error: field: value ...; allowed ...``) and exits 2 before any store is touched.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--help" in argv or "-h" in argv:
         print(_usage())
         return 0
-    from .errors import ConfigError
+    from .errors import ConfigError, TrackingUnavailable
     from .masking import mask
 
     try:
@@ -42,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(mask(OmegaConf.to_yaml(cfg)))
             return 0
-        if cfg.sweep is not None:
-            from .study import run_study
+        from . import runtime
 
-            return run_study(cfg, argv)
+        runtime.setup()
+        if cfg.sweep is not None:
+            from .pipeline import run_sweep
+
+            return run_sweep(cfg, argv)
         from .run import run_single
 
         return run_single(cfg)
@@ -55,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as exc:
-        if type(exc).__name__ != "TrackingUnavailable":
-            raise
+    except TrackingUnavailable as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 3
 

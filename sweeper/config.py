@@ -1,13 +1,15 @@
 """Config schemas (registered with Hydra's ConfigStore), composition, and all validation.
 
+Where the stores are (tracking URI, Optuna storage) is ``stores.py``'s job.
+
 Everything a run or a sweep reads comes through ``load()``: Hydra composes ``conf/`` with the
 command-line overrides, the structured schema types it, and ``validate()`` checks every value,
 raising a one-line ``ConfigError`` (field, value, what is allowed) before anything is written.
 """
+
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from . import regularizers
+from . import regularizers, stores
 from .errors import ConfigError
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -198,8 +200,9 @@ def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
             OverridesParser.create().parse_overrides([ov])
         except Exception as bad:
             key, _, value = ov.partition("=")
-            return ConfigError(key.lstrip("+~") or "override", value or ov,
-                               f"{str(bad).splitlines()[0]} (quote values with brackets or '=' inside)")
+            return ConfigError(
+                key.lstrip("+~") or "override", value or ov, f"{str(bad).splitlines()[0]} (quote values with brackets or '=' inside)"
+            )
     return ConfigError("overrides", " ".join(overrides), first)
 
 
@@ -212,7 +215,7 @@ def split_param_overrides(overrides: list[str]) -> tuple[list[str], dict[str, st
     for ov in overrides:
         key, sep, value = ov.partition("=")
         if sep and key.lstrip("+").startswith(SWEEP_PARAM_PREFIX) and key.lstrip("+") != SWEEP_PARAM_PREFIX[:-1]:
-            params[key.lstrip("+")[len(SWEEP_PARAM_PREFIX):]] = value.strip("'\"")
+            params[key.lstrip("+")[len(SWEEP_PARAM_PREFIX) :]] = value.strip("'\"")
         else:
             rest.append(ov)
     return rest, params
@@ -289,59 +292,16 @@ def validate(cfg: DictConfig) -> None:
     if cfg.tracking.mode not in ("local", "server"):
         raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")
     if cfg.tracking.mode == "server":
-        tracking_uri(cfg)  # names a missing environment variable now, before anything runs
-        storage_url(cfg)
-    regularizers.build(OmegaConf.to_container(cfg.regularizer, resolve=True), cfg.optim.name)
+        stores.tracking_uri(cfg)  # names a missing environment variable now, before anything runs
+        stores.storage_url(cfg)
+    regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
 
 
-STORAGE_ENV = "SWEEPER_OPTUNA_STORAGE"
-
-
-def _required_env(name: str, field: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise ConfigError(field, None, f"tracking=server needs the environment variable {name} (or set {field})")
-    return value
-
-
-def absolute_sqlite(url: str) -> str:
-    """sqlite:///relative/path -> sqlite:////abs/path, resolved against the current directory now.
-    (MLflow caches stores by URI string; a relative one would keep pointing at the first directory.)"""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
-        return "sqlite:///" + str(Path(url[len("sqlite:///"):]).resolve())
-    return url
-
-
-def tracking_uri(cfg: DictConfig) -> str:
-    """Explicit config wins, then $MLFLOW_TRACKING_URI, then (local mode) the SQLite store under mlruns/."""
-    if cfg.tracking.uri:
-        return absolute_sqlite(cfg.tracking.uri)
-    if cfg.tracking.mode == "server":
-        return _required_env("MLFLOW_TRACKING_URI", "tracking.uri")
-    return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db")
-
-
-def storage_url(cfg: DictConfig) -> str:
-    """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE (required
-    in server mode), then SQLite under mlruns/."""
-    if cfg.storage or cfg.tracking.storage:
-        return absolute_sqlite(cfg.storage or cfg.tracking.storage)
-    if cfg.tracking.mode == "server":
-        return _required_env(STORAGE_ENV, "storage")
-    return absolute_sqlite(os.environ.get(STORAGE_ENV) or "sqlite:///mlruns/optuna.db")
-
-
-def check_tracking_server(cfg: DictConfig) -> None:
-    """Server mode: the MLflow server answers within 10 s and accepts the credentials (nothing written)."""
-    if cfg.tracking.mode != "server":
-        return
-    from .tracking import check_server
-
-    uri = tracking_uri(cfg)
-    if os.environ.get("MLFLOW_TRACKING_USERNAME") is None:
-        _required_env("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME")
-    _required_env("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD")
-    check_server(uri)
+def to_dict(node: Any) -> dict[str, Any]:
+    """A config node as a plain dict with interpolations resolved."""
+    out = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(out, dict)
+    return {str(k): v for k, v in out.items()}
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -356,7 +316,7 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config flattened to dotted keys (sweep section excluded: it is the study's)."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = to_dict(cfg)
     container.pop("sweep", None)
     return flatten(container)
 
@@ -366,9 +326,21 @@ SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp", "nsga2")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 EPOCH_METRICS = ("val_acc", "val_loss")  # reported per epoch, so the pruner can act on them
-OBJECTIVE_METRICS = ("val_acc", "val_loss", "best_val_acc", "final_gen_gap", "train_time_s", "epoch_time_s",
-                     "inference_ms_per_1k", "n_params", "sparsity_zero", "sparsity_1e-3", "weight_l1",
-                     "weight_l2", "epochs_trained")  # never test_*: the test split is for reporting only
+OBJECTIVE_METRICS = (
+    "val_acc",
+    "val_loss",
+    "best_val_acc",
+    "final_gen_gap",
+    "train_time_s",
+    "epoch_time_s",
+    "inference_ms_per_1k",
+    "n_params",
+    "sparsity_zero",
+    "sparsity_1e-3",
+    "weight_l1",
+    "weight_l2",
+    "epochs_trained",
+)  # never test_*: the test split is for reporting only
 
 
 def n_trials(sweep: Any) -> int:
@@ -396,7 +368,11 @@ def validate_sweep(cfg: DictConfig) -> dict:
     _positive_int(sw.n_trials, "sweep.n_trials")
     for metric, direction in objectives(sw):
         if metric not in OBJECTIVE_METRICS:
-            raise ConfigError("sweep.metric", metric, f"not a metric trials produce for selection (test_* is for reporting only); allowed: {', '.join(OBJECTIVE_METRICS)}")
+            raise ConfigError(
+                "sweep.metric",
+                metric,
+                f"not a metric trials produce for selection (test_* is for reporting only); allowed: {', '.join(OBJECTIVE_METRICS)}",
+            )
         if direction not in DIRECTIONS:
             raise ConfigError("sweep.direction", direction, f"allowed: {', '.join(DIRECTIONS)}")
     if sw.sampler.name not in SAMPLERS:
@@ -407,14 +383,17 @@ def validate_sweep(cfg: DictConfig) -> dict:
         _positive_int(sw[key], f"sweep.{key}")
     if sw.grace_period <= sw.heartbeat_interval:
         raise ConfigError("sweep.grace_period", sw.grace_period, "must be larger than sweep.heartbeat_interval")
-    params = OmegaConf.to_container(sw.params, resolve=True)
+    params = to_dict(sw.params)
     if sw.techniques is not None:
         if not sw.techniques:
             raise ConfigError("sweep.techniques", [], "needs at least one technique")
         for tech in sw.techniques:
             if tech not in available("regularizer") or tech == "none":
-                raise ConfigError("sweep.techniques", tech, f"unknown technique; available: "
-                                  f"{', '.join(t for t in available('regularizer') if t != 'none')}")
+                raise ConfigError(
+                    "sweep.techniques",
+                    tech,
+                    f"unknown technique; available: {', '.join(t for t in available('regularizer') if t != 'none')}",
+                )
         _positive_int(sw.trials_per_technique, "sweep.trials_per_technique")
         chosen = ["none", *sw.techniques]
         kept = {}
@@ -437,7 +416,7 @@ def validate_sweep(cfg: DictConfig) -> dict:
     space = search_space.parse(params)
     for name, p in space.items():
         if name in GROUPS:
-            for choice in p.distribution.choices:
+            for choice in getattr(p.distribution, "choices", ()):
                 if choice not in available(name):
                     raise ConfigError(f"sweep.params.{name}", choice, f"unknown {name}; available: {', '.join(available(name))}")
         elif OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
@@ -448,9 +427,8 @@ def validate_sweep(cfg: DictConfig) -> dict:
         from optuna.distributions import CategoricalDistribution
 
         for p in space.values():
-            if p.when or not (isinstance(p.distribution, CategoricalDistribution) or p.distribution.step):
-                raise ConfigError(f"sweep.params.{p.name}", p.text,
-                                  "the grid sampler needs unconditional choice() or range() parameters")
+            if p.when or not (isinstance(p.distribution, CategoricalDistribution) or getattr(p.distribution, "step", None)):
+                raise ConfigError(f"sweep.params.{p.name}", p.text, "the grid sampler needs unconditional choice() or range() parameters")
     return space
 
 

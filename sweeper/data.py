@@ -5,6 +5,7 @@ disk), split into disjoint stratified train/val/test parts from ``data.split_see
 as batches sliced from tensors, never collated sample by sample. On a GPU the tensors move to the
 device once (``TensorDataModule.move_to``) and batches are sliced there.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,19 +34,21 @@ class Splits:
     input_shape: tuple[int, ...]
     n_classes: int
 
-    def to(self, device: torch.device) -> "Splits":
-        return Splits(*(getattr(self, f).to(device) for f in
-                        ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
-                      self.input_shape, self.n_classes)
+    def to(self, device: torch.device) -> Splits:
+        return Splits(  # type: ignore[call-arg]  # six tensors, then the two plain fields
+            *(getattr(self, f).to(device) for f in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")),
+            self.input_shape,
+            self.n_classes,
+        )
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("SWEEPER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "sweeper")
+    base = os.environ.get("SWEEPER_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "sweeper")
     return Path(base)
 
 
 # --- raw loaders: each returns (X float32 [N, ...] scaled to ~[0, 1], y int64 [N]) -------------
+
 
 def _mnist5k(cfg) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / "mnist5k.npz"
@@ -72,9 +75,12 @@ def _digits(cfg) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _missing(cfg, where: str) -> ConfigError:
-    return ConfigError("data.root", cfg.root,
-                       f"{cfg.name} not found at {where} and data.download=false; run once online with "
-                       f"data.download=true (torchvision fetches it into data.root) or copy the files there")
+    return ConfigError(
+        "data.root",
+        cfg.root,
+        f"{cfg.name} not found at {where} and data.download=false; run once online with "
+        f"data.download=true (torchvision fetches it into data.root) or copy the files there",
+    )
 
 
 def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -131,8 +137,14 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
     return features.to_numpy(dtype=np.float32), y.astype(np.int64)
 
 
-LOADERS = {"mnist5k": _mnist5k, "digits": _digits, "mnist": _torchvision_mnist,
-           "fashion_mnist": _torchvision_mnist, "cifar10": _cifar10, "csv": _csv}
+LOADERS = {
+    "mnist5k": _mnist5k,
+    "digits": _digits,
+    "mnist": _torchvision_mnist,
+    "fashion_mnist": _torchvision_mnist,
+    "cifar10": _cifar10,
+    "csv": _csv,
+}
 
 
 def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -141,14 +153,11 @@ def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarra
     fr = cfg.split
     try:
         rest, test = train_test_split(idx, test_size=fr.test, stratify=y, random_state=cfg.split_seed)
-        train, val = train_test_split(rest, test_size=fr.val / (fr.train + fr.val), stratify=y[rest],
-                                      random_state=cfg.split_seed)
+        train, val = train_test_split(rest, test_size=fr.val / (fr.train + fr.val), stratify=y[rest], random_state=cfg.split_seed)
         if cfg.train_fraction < 1:
-            train, _ = train_test_split(train, train_size=cfg.train_fraction, stratify=y[train],
-                                        random_state=cfg.split_seed)
+            train, _ = train_test_split(train, train_size=cfg.train_fraction, stratify=y[train], random_state=cfg.split_seed)
     except ValueError as exc:
-        raise ConfigError("data.split", dict(fr), f"cannot split {len(y)} samples stratified: "
-                          f"{str(exc).splitlines()[0]}") from None
+        raise ConfigError("data.split", dict(fr), f"cannot split {len(y)} samples stratified: {str(exc).splitlines()[0]}") from None
     return np.sort(train), np.sort(val), np.sort(test)
 
 
@@ -157,8 +166,7 @@ _CACHE: dict[tuple, Splits] = {}
 
 def load_splits(cfg) -> Splits:
     """The dataset named by ``cfg`` (a DataConfig) as split tensors; memoized per process."""
-    key = (cfg.name, cfg.root, cfg.path, cfg.label, cfg.split.train, cfg.split.val, cfg.split.test,
-           cfg.split_seed, cfg.train_fraction)
+    key = (cfg.name, cfg.root, cfg.path, cfg.label, cfg.split.train, cfg.split.val, cfg.split.test, cfg.split_seed, cfg.train_fraction)
     if key in _CACHE:
         return _CACHE[key]
     x, y = LOADERS[cfg.name](cfg)
@@ -167,8 +175,7 @@ def load_splits(cfg) -> Splits:
         mean, std = x[train].mean(0), x[train].std(0)
         x = (x - mean) / np.where(std > 0, std, 1.0)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
-    splits = Splits(xt[train], yt[train], xt[val], yt[val], xt[test], yt[test],
-                    tuple(x.shape[1:]), int(y.max()) + 1)
+    splits = Splits(xt[train], yt[train], xt[val], yt[val], xt[test], yt[test], tuple(x.shape[1:]), int(y.max()) + 1)
     _CACHE[key] = splits
     return splits
 
@@ -181,8 +188,7 @@ class InMemoryBatches:
     machinery runs once per chunk rather than once per small mini-batch.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
-                 per_item: int = 1):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0, per_item: int = 1):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.per_item = per_item
         self.generator = torch.Generator().manual_seed(seed)
@@ -198,7 +204,7 @@ class InMemoryBatches:
             x, y = x[perm], y[perm]
         step = self.batch_size * self.per_item
         for i in range(0, len(y), step):
-            yield x[i:i + step], y[i:i + step]
+            yield x[i : i + step], y[i : i + step]
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -209,8 +215,7 @@ class TensorDataModule(pl.LightningDataModule):
     def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int):
         super().__init__()
         self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
-        self._train = InMemoryBatches(splits.x_train, splits.y_train, batch_size, True, seed,
-                                      per_item=self.STEPS_PER_ITEM)
+        self._train = InMemoryBatches(splits.x_train, splits.y_train, batch_size, True, seed, per_item=self.STEPS_PER_ITEM)
 
     def move_to(self, device: torch.device) -> None:
         if self.splits.x_train.device != device:

@@ -1,4 +1,4 @@
-"""One exception type for every bad input, so the entry point can print one line and exit 2."""
+"""The exception types the entry points map to exit codes: bad input (2), a lost store (3), a failed trial."""
 
 
 class ConfigError(ValueError):
@@ -11,3 +11,7 @@ class ConfigError(ValueError):
 
 class TrialFailed(RuntimeError):
     """A trial that could not finish (e.g. its loss became NaN); recorded as failed, not a traceback."""
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server stopped answering: the worker stops (its trial is re-queued), exit 3."""

@@ -1,4 +1,5 @@
 """Mask passwords in URLs before they reach MLflow params, tags, artifacts or the terminal."""
+
 import re
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]*)@")

@@ -4,6 +4,7 @@ Each hidden block is Linear/Conv -> [BatchNorm] -> activation -> [Dropout]: batc
 before the activation; dropout (PyTorch's inverted dropout) after it. Regularizers switch the
 slots on through ``model_options()``; with the slots off the blocks are plain layers.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,9 @@ from .errors import ConfigError
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
-def _dense_head(n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool,
-                momentum: float) -> list[nn.Module]:
+def _dense_head(
+    n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool, momentum: float
+) -> list[nn.Module]:
     """Hidden blocks Linear -> [BatchNorm1d] -> activation -> [Dropout], then the output Linear."""
     layers: list[nn.Module] = []
     sizes = [n_in, *hidden]
@@ -32,19 +34,18 @@ def _dense_head(n_in: int, hidden: list[int], n_classes: int, act: str, dropout:
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0,
-                 batchnorm=False, bn_momentum=0.1):
+    def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), *_dense_head(math.prod(input_shape), list(hidden), n_classes,
-                                                            activation, dropout, batchnorm, bn_momentum))
+        self.net = nn.Sequential(
+            nn.Flatten(), *_dense_head(math.prod(input_shape), list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum)
+        )
 
     def forward(self, x):
         return self.net(x)
 
 
 class CNN(nn.Module):
-    def __init__(self, input_shape, n_classes, channels, hidden, activation="relu", dropout=0.0,
-                 batchnorm=False, bn_momentum=0.1):
+    def __init__(self, input_shape, n_classes, channels, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1):
         super().__init__()
         c, h, w = input_shape
         layers: list[nn.Module] = []
@@ -70,8 +71,11 @@ def build_model(cfg, input_shape: tuple[int, ...], n_classes: int, **options) ->
     if cfg.name == "mlp":
         return MLP(input_shape, n_classes, list(cfg.hidden), cfg.activation, **options)
     if len(input_shape) != 3:
-        raise ConfigError("model.name", cfg.name, f"a CNN needs image data (C, H, W); this data has "
-                          f"flat features of shape {tuple(input_shape)}; use model=mlp")
+        raise ConfigError(
+            "model.name",
+            cfg.name,
+            f"a CNN needs image data (C, H, W); this data has flat features of shape {tuple(input_shape)}; use model=mlp",
+        )
     return CNN(input_shape, n_classes, list(cfg.channels), list(cfg.hidden), cfg.activation, **options)
 
 

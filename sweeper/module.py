@@ -4,6 +4,7 @@ Manual optimization keeps the per-step path short (forward, penalty, backward, s
 proximal step); per-batch sums stay on the device and are read once per epoch, so logging costs
 one call per epoch, not per step.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device)
     for i in range(0, len(y), batch_size):
-        logits = model(x[i:i + batch_size])
-        loss += F.cross_entropy(logits, y[i:i + batch_size], reduction="sum")
-        correct += (logits.argmax(1) == y[i:i + batch_size]).sum()
+        logits = model(x[i : i + batch_size])
+        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
     model.train(was_training)
     return loss.item() / len(y), correct.item() / len(y)
 
@@ -48,7 +49,12 @@ class RegularizedModule(pl.LightningModule):
 
     def penalty(self) -> torch.Tensor | None:
         terms = [t for r in self.regularizers if (t := r.penalty(self._weights)) is not None]
-        return sum(terms) if terms else None
+        if not terms:
+            return None
+        total = terms[0]
+        for t in terms[1:]:
+            total = total + t
+        return total
 
     def configure_optimizers(self):
         opts: dict = {}
@@ -59,14 +65,15 @@ class RegularizedModule(pl.LightningModule):
         wd = opts.get("decoupled_weight_decay", 0.0)
         if wd > 0:
             weight_ids = {id(w) for w in self._weights}
-            groups = [{"params": self._weights, "weight_decay": wd},
-                      {"params": [p for p in self.model.parameters() if id(p) not in weight_ids],
-                       "weight_decay": 0.0}]
+            groups = [
+                {"params": self._weights, "weight_decay": wd},
+                {"params": [p for p in self.model.parameters() if id(p) not in weight_ids], "weight_decay": 0.0},
+            ]
             return torch.optim.AdamW(groups, lr=self.lr)
         return torch.optim.Adam(self.model.parameters(), lr=self.lr)
 
     def on_fit_start(self):
-        dm = self.trainer.datamodule
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]
         if dm is not None and hasattr(dm, "move_to"):
             dm.move_to(self.device)
 
@@ -84,6 +91,7 @@ class RegularizedModule(pl.LightningModule):
         task = F.cross_entropy(self.model(x), y)
         pen = self.penalty()
         opt = self.optimizers(use_pl_optimizer=False)
+        assert isinstance(opt, torch.optim.Optimizer)  # one optimizer (configure_optimizers)
         opt.zero_grad(set_to_none=True)
         self.manual_backward(task if pen is None else task + pen)
         opt.step()
@@ -102,8 +110,13 @@ class RegularizedModule(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self.model(x)
-        self._val += torch.stack((F.cross_entropy(logits, y, reduction="sum"),
-                                  (logits.argmax(1) == y).sum().float(), torch.tensor(float(len(y)), device=self.device)))
+        self._val += torch.stack(
+            (
+                F.cross_entropy(logits, y, reduction="sum"),
+                (logits.argmax(1) == y).sum().float(),
+                torch.tensor(float(len(y)), device=self.device),
+            )
+        )
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
@@ -113,12 +126,18 @@ class RegularizedModule(pl.LightningModule):
         train_loss, train_penalty = task_sum / n, pen_sum / n
         if not (math.isfinite(train_loss) and math.isfinite(train_penalty)):
             raise TrialFailed(f"loss became non-finite (train_loss={train_loss}) at epoch {self.current_epoch}")
-        splits = self.trainer.datamodule.splits
+        splits = self.trainer.datamodule.splits  # type: ignore[attr-defined]
         _, train_acc = evaluate(self.model, splits.x_train, splits.y_train)  # eval mode: no dropout noise
         val_loss_sum, val_correct, val_n = self._val.tolist()
         val_loss, val_acc = val_loss_sum / val_n, val_correct / val_n
         if not math.isfinite(val_loss):
             raise TrialFailed(f"validation loss became non-finite at epoch {self.current_epoch}")
-        self.epoch_metrics = {"train_loss": train_loss, "train_penalty": train_penalty, "train_acc": train_acc,
-                              "val_loss": val_loss, "val_acc": val_acc, "gen_gap": train_acc - val_acc}
+        self.epoch_metrics = {
+            "train_loss": train_loss,
+            "train_penalty": train_penalty,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "gen_gap": train_acc - val_acc,
+        }
         self.log_dict(self.epoch_metrics, on_epoch=True, prog_bar=False, logger=False)

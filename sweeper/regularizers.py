@@ -6,6 +6,7 @@ training loss, a change to the model (dropout / batch-norm slots), a step after 
 update (proximal L1), optimizer options (decoupled weight decay), and Lightning callbacks (early
 stopping). Adding a technique = one subclass here + one YAML file in ``conf/regularizer/``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
 from .errors import ConfigError
 
-REGISTRY: dict[str, type["Regularizer"]] = {}
+REGISTRY: dict[str, type[Regularizer]] = {}
 
 
 class Regularizer:
@@ -131,9 +132,11 @@ class WeightDecay(Regularizer):
     def validate(cls, values, optim_name):
         _non_negative(values, "weight_decay")
         if values["weight_decay"] > 0 and optim_name != "adam":
-            raise ConfigError("regularizer.weight_decay", values["weight_decay"],
-                              "decoupled weight decay needs optim.name=adam (it becomes AdamW); "
-                              "with sgd use regularizer=l2")
+            raise ConfigError(
+                "regularizer.weight_decay",
+                values["weight_decay"],
+                "decoupled weight decay needs optim.name=adam (it becomes AdamW); with sgd use regularizer=l2",
+            )
 
     def optimizer_options(self):
         return {"decoupled_weight_decay": self.values["weight_decay"]}
@@ -220,14 +223,19 @@ class EarlyStopping(Regularizer):
             raise ConfigError("regularizer.patience", pat, "must be an integer >= 1 (or null: off)")
         _non_negative(values, "min_delta")
         if values["monitor"] not in cls.MONITORS:
-            raise ConfigError("regularizer.monitor", values["monitor"],
-                              f"allowed: {', '.join(cls.MONITORS)}")
+            raise ConfigError("regularizer.monitor", values["monitor"], f"allowed: {', '.join(cls.MONITORS)}")
 
     def callbacks(self):
         monitor = self.values["monitor"]
-        return [RestoringEarlyStopping(monitor=monitor, mode=self.MONITORS[monitor],
-                                       patience=int(self.values["patience"]),
-                                       min_delta=float(self.values["min_delta"]), verbose=False)]
+        return [
+            RestoringEarlyStopping(
+                monitor=monitor,
+                mode=self.MONITORS[monitor],
+                patience=int(self.values["patience"]),
+                min_delta=float(self.values["min_delta"]),
+                verbose=False,
+            )
+        ]
 
 
 def defaults() -> dict[str, Any]:

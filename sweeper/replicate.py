@@ -6,6 +6,7 @@ are the only runs that evaluate the test split. A replicate that already finishe
 MLflow and not redone, so an interrupted replication resumes where it stopped. The first seed of
 each configuration also logs its model (``mlflow.pytorch.log_model`` with signature and example).
 """
+
 from __future__ import annotations
 
 import sys
@@ -65,12 +66,26 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
         print(f"replicate {n}/{len(todo)}: {cand.key} seed={seed}", file=sys.stderr)
         rep_cfg = config_mod.load(argv + cand.overrides + [f"seed={seed}"])
         prepared = prepare(rep_cfg)
+
         def log_model(run_id, model, splits):  # the first seed of each configuration keeps its model
             uri = tracker.log_model(run_id, model, splits.x_test[:2])
             tracker.set_tags(run_id, {"model_uri": uri})
-        run_trial(rep_cfg, tracker, prepared=prepared, run_name=f"{study.study_name}-{cand.key}-seed{seed}",
-                  parent_run_id=parent, evaluate_test=True, before_end=log_model if i == 0 else None,
-                  tags={"role": "replicate", "study": study.study_name, "replicate_of": cand.key, "seed": seed,
-                        "overrides": " ".join(cand.overrides),
-                        "source_trial": "" if cand.source_trial is None else cand.source_trial})
+
+        run_trial(
+            rep_cfg,
+            tracker,
+            prepared=prepared,
+            run_name=f"{study.study_name}-{cand.key}-seed{seed}",
+            parent_run_id=parent,
+            evaluate_test=True,
+            before_end=log_model if i == 0 else None,
+            tags={
+                "role": "replicate",
+                "study": study.study_name,
+                "replicate_of": cand.key,
+                "seed": seed,
+                "overrides": " ".join(cand.overrides),
+                "source_trial": "" if cand.source_trial is None else cand.source_trial,
+            },
+        )
     return len(todo)

@@ -1,26 +1,38 @@
 """One training run (no sweep): prepare, train, record in MLflow, print a short summary."""
+
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from .config import tracking_uri
 from .masking import mask
+from .stores import check_tracking_server, tracking_uri
 from .tracking import Tracker
 from .trial import prepare, run_trial
 
-SUMMARY_KEYS = ("val_acc", "test_acc", "best_val_acc", "best_epoch", "epochs_trained", "final_gen_gap",
-                "sparsity_zero", "sparsity_1e-3", "n_params", "epoch_time_s", "inference_ms_per_1k")
+SUMMARY_KEYS = (
+    "val_acc",
+    "test_acc",
+    "best_val_acc",
+    "best_epoch",
+    "epochs_trained",
+    "final_gen_gap",
+    "sparsity_zero",
+    "sparsity_1e-3",
+    "n_params",
+    "epoch_time_s",
+    "inference_ms_per_1k",
+)
 
 
 def run_single(cfg: DictConfig) -> int:
-    from .config import check_tracking_server
-
     prepared = prepare(cfg)  # all bad input surfaces here, before a run exists
     check_tracking_server(cfg)
     tracker = Tracker(tracking_uri(cfg), cfg.tracking.experiment, cfg.tracking.artifact_root)
     result = run_trial(cfg, tracker, prepared=prepared, tags={"role": "single"})
-    print(f"run {result.run_id} [{prepared.technique}] on {cfg.data.name}/{cfg.model.name}: {result.status}"
-          + (f" ({result.reason})" if result.reason else ""))
+    print(
+        f"run {result.run_id} [{prepared.technique}] on {cfg.data.name}/{cfg.model.name}: {result.status}"
+        + (f" ({result.reason})" if result.reason else "")
+    )
     for k in SUMMARY_KEYS:
         if k in result.metrics:
             v = result.metrics[k]

@@ -12,6 +12,7 @@ as ``regularizer``) to a sweep expression parsed by Hydra's own override parser:
 A value may instead be ``{values: <expression>, when: {<param>: [choices]}}``: the parameter is
 suggested only when the other (categorical) parameter took one of those choices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-from optuna.distributions import (BaseDistribution, CategoricalDistribution, FloatDistribution,
-                                  IntDistribution)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from .errors import ConfigError
 
@@ -44,19 +44,21 @@ def to_distribution(name: str, text: str) -> BaseDistribution:
         raise ConfigError(field, text, f"malformed sweep expression: {str(exc).splitlines()[0]}") from None
     if not override.is_sweep_override():
         raise ConfigError(field, text, "must be a sweep: choice(...), range(...), interval(...), tag(log, interval(...))")
-    value = override.value()
+    value: Any = override.value()  # a ChoiceSweep, RangeSweep or IntervalSweep (Optional fields in Hydra's types)
     tags = set(value.tags)
     unknown = tags - {"log", "int"}
     if unknown:
         raise ConfigError(field, text, f"unknown tag(s) {sorted(unknown)}; allowed tags: log, int")
     log = "log" in tags
     if isinstance(value, ChoiceSweep):
-        choices = list(value.list)
+        choices: list[Any] = list(value.list)
         if not choices or any(isinstance(c, (list, dict)) for c in choices):
             raise ConfigError(field, text, "choice() needs one or more scalar values")
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
-        start, stop, step = value.start, value.stop, value.step
+        start: Any = value.start
+        stop: Any = value.stop
+        step: Any = value.step
         if step <= 0 or stop <= start:
             raise ConfigError(field, text, "range(start, stop, step) needs step > 0 and stop > start")
         values = list(value.range())  # Hydra's own expansion: stop is exclusive
@@ -65,14 +67,15 @@ def to_distribution(name: str, text: str) -> BaseDistribution:
             return IntDistribution(start, high, step=step)
         return FloatDistribution(float(start), float(high), step=float(step))
     if isinstance(value, IntervalSweep):
-        low, high = value.start, value.end
-        if not low < high:
+        low: Any = value.start
+        end: Any = value.end
+        if not low < end:
             raise ConfigError(field, text, "interval(low, high) needs low < high")
         if log and low <= 0:
             raise ConfigError(field, text, "a log-scale interval needs low > 0")
         if "int" in tags:
-            return IntDistribution(int(low), int(high), log=log)
-        return FloatDistribution(float(low), float(high), log=log)
+            return IntDistribution(int(low), int(end), log=log)
+        return FloatDistribution(float(low), float(end), log=log)
     raise ConfigError(field, text, "unsupported sweep expression")
 
 

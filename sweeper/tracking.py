@@ -4,32 +4,40 @@ Runs are driven through ``MlflowClient`` with explicit run ids (no global active
 trials, workers and the study's parent run never step on each other. Every string that could
 hold a URL goes through ``masking.mask`` first: no password reaches params, tags or artifacts.
 """
+
 from __future__ import annotations
 
 import json
-import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import lightning.pytorch as pl
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from .errors import TrackingUnavailable
 from .masking import mask
+from .stores import ensure_sqlite_dir
 
 _MAX_BATCH = 100
 
 
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking server stopped answering: the worker stops (its trial is re-queued)."""
-
-
 def _unavailable(exc: Exception) -> bool:
     text = str(exc)
-    return any(s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish",
-                                   "Read timed out", "RemoteDisconnected", "Connection aborted"))
+    return any(
+        s in text
+        for s in (
+            "Max retries exceeded",
+            "Connection refused",
+            "Failed to establish",
+            "Read timed out",
+            "RemoteDisconnected",
+            "Connection aborted",
+        )
+    )
 
 
 def _guard(method):
@@ -43,54 +51,18 @@ def _guard(method):
         except Exception as exc:
             if isinstance(exc, TrackingUnavailable) or not _unavailable(exc):
                 raise
-            raise TrackingUnavailable(f"MLflow tracking server {mask(self.uri)} is unreachable "
-                                      f"({type(exc).__name__}); the study can be resumed when it is back") from None
+            raise TrackingUnavailable(
+                f"MLflow tracking server {mask(self.uri)} is unreachable ({type(exc).__name__}); the study can be resumed when it is back"
+            ) from None
+
     return wrapper
-
-
-def check_server(uri: str) -> None:
-    """An http(s) tracking URI must answer /health within 10 s and accept $MLFLOW_TRACKING_USERNAME/PASSWORD."""
-    import os
-    from urllib.parse import urlparse
-
-    import requests
-
-    from .errors import ConfigError
-
-    if not uri.startswith(("http://", "https://")):
-        return
-    # a lost server must fail a worker quickly (MLflow's default retries take minutes)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    host = urlparse(uri).hostname
-    base = uri.rstrip("/")
-    try:
-        requests.get(f"{base}/health", timeout=5)
-    except requests.RequestException as exc:
-        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
-    auth = (os.environ.get("MLFLOW_TRACKING_USERNAME", ""), os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
-    try:
-        resp = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=5)
-    except requests.RequestException as exc:
-        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
-    if resp.status_code in (401, 403):
-        raise ConfigError("MLFLOW_TRACKING_PASSWORD", "***", f"the MLflow server at {host} rejected user {auth[0]!r} "
-                          f"(HTTP {resp.status_code}); check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
-for _name in ("mlflow", "alembic"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def _prepare_local_store(uri: str) -> None:
-    if uri.startswith("sqlite:///") and ":memory:" not in uri:
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
 
 class Tracker:
     """One MLflow experiment in one tracking store."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
-        _prepare_local_store(uri)
+        ensure_sqlite_dir(uri)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         self.experiment_id = self._experiment(experiment, artifact_root, uri)
@@ -104,7 +76,7 @@ class Tracker:
         if artifact_root:
             location = artifact_root
         elif uri.startswith("sqlite:///"):  # artifacts beside the database file
-            location = (Path(uri[len("sqlite:///"):]).parent / "artifacts").resolve().as_uri()
+            location = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location and f"{location}/{name}")
         except MlflowException:  # another worker created it first
@@ -115,8 +87,9 @@ class Tracker:
 
     # --- runs -------------------------------------------------------------------------------
     @_guard
-    def start_run(self, name: str, params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None,
-                  parent_run_id: str | None = None) -> str:
+    def start_run(
+        self, name: str, params: dict[str, Any] | None = None, tags: dict[str, Any] | None = None, parent_run_id: str | None = None
+    ) -> str:
         all_tags = {k: mask(str(v)) for k, v in (tags or {}).items()}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -129,7 +102,7 @@ class Tracker:
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), _MAX_BATCH):
-            self.client.log_batch(run_id, params=items[i:i + _MAX_BATCH])
+            self.client.log_batch(run_id, params=items[i : i + _MAX_BATCH])
 
     @_guard
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -141,14 +114,17 @@ class Tracker:
     @_guard
     def log_metric_items(self, run_id: str, items: list) -> None:
         for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+            self.client.log_batch(run_id, metrics=items[i : i + 1000])
 
     @_guard
     def log_final(self, run_id: str, metrics: dict[str, float], tags: dict[str, Any], step: int = 0) -> None:
         """Final metrics and tags in one call."""
         ts = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None],
-                              tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+        self.client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None],
+            tags=[RunTag(k, mask(str(v))) for k, v in tags.items()],
+        )
 
     @_guard
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
@@ -173,16 +149,22 @@ class Tracker:
         import torch
         from mlflow.models import infer_signature
 
-        for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):  # mlflow.pytorch re-enables them
-            logging.getLogger(name).setLevel(logging.WARNING)
+        from .runtime import quiet_libraries
+
+        quiet_libraries()  # importing mlflow.pytorch re-enables Lightning's loggers
         model = model.to("cpu").eval()
         example = input_example.detach().cpu().numpy()
         with torch.no_grad():
             signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
         mlflow.set_tracking_uri(self.uri)
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example,
-                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            info = mlflow.pytorch.log_model(
+                model,
+                name="model",
+                signature=signature,
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
         return info.model_uri
 
     @_guard
@@ -197,6 +179,11 @@ class Tracker:
         return version.version
 
     @_guard
+    def mark_running(self, run_id: str) -> None:
+        """A resumed study's parent run is RUNNING again while workers run."""
+        self.client.update_run(run_id, status="RUNNING")
+
+    @_guard
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """status: FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)
@@ -207,8 +194,7 @@ class Tracker:
 
     @_guard
     def search_runs(self, filter_string: str = "", max_results: int = 10000) -> list:
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string,
-                                       max_results=max_results)
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results)
 
     @_guard
     def metric_history(self, run_id: str, key: str) -> list:

@@ -3,17 +3,16 @@
 Order matters for bad input: everything that can be wrong with the config or the data is found
 in ``prepare`` before an MLflow run exists; only then is the run created and the model trained.
 """
+
 from __future__ import annotations
 
-import logging
-import os
 import math
 import signal
 import statistics
 import time
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -21,22 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned
 
 from . import regularizers as regs_mod
-from .config import flat_params
+from .config import flat_params, to_dict
 from .data import Splits, TensorDataModule, load_splits
-from .errors import TrialFailed
+from .errors import TrackingUnavailable, TrialFailed
 from .models import build_model, count_parameters
 from .module import RegularizedModule, evaluate
-from .tracking import EpochLogger, Tracker, TrackingUnavailable
-
-# Lightning sets this at import so CUDA checks avoid fork poisoning; on a CUDA build without a GPU it
-# makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork after
-# CUDA init (workers are spawned), so the plain runtime check is safe and much cheaper.
-os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-for _name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "lightning_fabric"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
+from .tracking import EpochLogger, Tracker
 
 FINAL_NAMES = {"val_acc": "final_val_acc", "val_loss": "final_val_loss"}
 
@@ -61,7 +50,7 @@ class TrialResult:
 
 def prepare(cfg: DictConfig) -> Prepared:
     """Validate techniques and load the data (ConfigError on bad input); nothing is written."""
-    values = OmegaConf.to_container(cfg.regularizer, resolve=True)
+    values = to_dict(cfg.regularizer)
     active = regs_mod.build(values, cfg.optim.name)
     splits = load_splits(cfg.data)
     if cfg.model.name == "cnn":
@@ -80,10 +69,12 @@ class _History(pl.Callback):
 
 def sparsity_metrics(model: torch.nn.Module) -> dict[str, float]:
     weights = torch.cat([w.detach().flatten() for w in regs_mod.weight_parameters(model)])
-    return {"sparsity_zero": (weights == 0).float().mean().item(),
-            "sparsity_1e-3": (weights.abs() < 1e-3).float().mean().item(),
-            "weight_l1": weights.abs().sum().item(),
-            "weight_l2": weights.pow(2).sum().sqrt().item()}
+    return {
+        "sparsity_zero": (weights == 0).float().mean().item(),
+        "sparsity_1e-3": (weights.abs() < 1e-3).float().mean().item(),
+        "weight_l1": weights.abs().sum().item(),
+        "weight_l2": weights.pow(2).sum().sqrt().item(),
+    }
 
 
 @torch.inference_mode()
@@ -113,12 +104,19 @@ def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dic
     val_accs = [h["val_acc"] for h in history]
     best = max(range(len(val_accs)), key=val_accs.__getitem__)
     epochs = len(history)
-    out = {"val_acc": val_acc, "val_loss": val_loss, "final_gen_gap": train_acc - val_acc,
-           "best_val_acc": val_accs[best], "best_epoch": best + 1, "epochs_trained": epochs,
-           "stopped_early": float(bool(es and es.stopped_epoch > 0)),
-           "n_params": count_parameters(model), "train_time_s": fit_seconds,
-           "epoch_time_s": fit_seconds / max(epochs, 1),
-           "inference_ms_per_1k": inference_ms_per_1k(model, dev.x_test)}
+    out = {
+        "val_acc": val_acc,
+        "val_loss": val_loss,
+        "final_gen_gap": train_acc - val_acc,
+        "best_val_acc": val_accs[best],
+        "best_epoch": best + 1,
+        "epochs_trained": epochs,
+        "stopped_early": float(bool(es and es.stopped_epoch > 0)),
+        "n_params": count_parameters(model),
+        "train_time_s": fit_seconds,
+        "epoch_time_s": fit_seconds / max(epochs, 1),
+        "inference_ms_per_1k": inference_ms_per_1k(model, dev.x_test),
+    }
     if with_test:  # reported for chosen configurations, never used for selection
         out["test_loss"], out["test_acc"] = evaluate(model, dev.x_test, dev.y_test)
     if es is not None and es.best_epoch is not None:
@@ -128,17 +126,33 @@ def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dic
 
 
 def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
-    return pl.Trainer(max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator,
-                      devices=cfg.trainer.devices, deterministic=cfg.trainer.deterministic,
-                      logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, callbacks=callbacks)
+    return pl.Trainer(
+        max_epochs=cfg.trainer.max_epochs,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        deterministic=cfg.trainer.deterministic,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
 
 
-def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prepared | None = None,
-              run_name: str | None = None, parent_run_id: str | None = None,
-              tags: dict[str, Any] | None = None, callbacks: list | None = None,
-              on_run_created: Callable[[str], None] | None = None, evaluate_test: bool = True,
-              before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None) -> TrialResult:
+def run_trial(
+    cfg: DictConfig,
+    tracker: Tracker | None = None,
+    *,
+    prepared: Prepared | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    callbacks: list | None = None,
+    on_run_created: Callable[[str], None] | None = None,
+    evaluate_test: bool = True,
+    before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None,
+) -> TrialResult:
     """Train one model; returns completed/pruned/failed. KeyboardInterrupt ends the run KILLED and propagates."""
     prepared = prepared or prepare(cfg)
     if cfg.trainer.threads:
@@ -151,13 +165,15 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
     module = RegularizedModule(model, prepared.regularizers, cfg.optim, cfg.data.batch_size)
     dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, int(cfg.seed))
 
-    run_id = None
+    run_id: str | None = None
     history = _History()
     all_callbacks: list = [history]
     if tracker is not None:
-        run_id = tracker.start_run(run_name or prepared.technique,
-                                   tags={"technique": prepared.technique, "state": "running", **(tags or {})},
-                                   parent_run_id=parent_run_id)
+        run_id = tracker.start_run(
+            run_name or prepared.technique,
+            tags={"technique": prepared.technique, "state": "running", **(tags or {})},
+            parent_run_id=parent_run_id,
+        )
         if on_run_created:  # first, so the link exists even if the next calls fail
             on_run_created(run_id)
         tracker.log_params(run_id, flat_params(cfg))
@@ -168,15 +184,14 @@ def run_trial(cfg: DictConfig, tracker: Tracker | None = None, *, prepared: Prep
     es = es_callbacks[0] if es_callbacks else None
 
     def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
-        if tracker is not None and status == "completed" and before_end is not None:
+        if tracker is not None and run_id is not None and status == "completed" and before_end is not None:
             before_end(run_id, module.model, prepared.splits)  # e.g. log the model into this run
-        if tracker is not None:
-            tags_out = {"state": status, **({"failure_reason": reason} if reason else {})}
+        if tracker is not None and run_id is not None:
+            tags_out: dict[str, Any] = {"state": status, **({"failure_reason": reason} if reason else {})}
             if status == "pruned":
                 tags_out["pruned_epoch"] = len(history.epochs)
             # val_acc/val_loss are per-epoch series; the final model's go in as final_*
-            tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out,
-                              step=len(history.epochs))
+            tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=len(history.epochs))
             tracker.end_run(run_id, mlflow_status)
         return TrialResult(status, metrics or {}, history.epochs, reason, run_id)
 

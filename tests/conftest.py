@@ -1,4 +1,5 @@
 """Shared fixtures: real MLflow SQLite stores (copied from one migrated template), CLI helpers."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("SWEEPER_CACHE", str(REPO / ".pytest_cache" / "sweeper-data"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def process_setup() -> None:
+    """What main() does first in every process (tests also train through run_trial directly)."""
+    from sweeper import runtime
+
+    runtime.setup()
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +51,7 @@ def all_runs(uri: str) -> list:
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     """`python -m sweeper ...` as a real subprocess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
 def tiny(*extra: str) -> list[str]:
@@ -94,5 +102,13 @@ def load_study(path_or_url: str, name: str):
 
 def sweep_args(name: str = "dropout", *extra: str) -> list[str]:
     """A tiny sweep on digits (short heartbeats so stale-trial tests are quick)."""
-    return [f"+sweep={name}", "data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu",
-            "model.hidden=[32,16]", "sweep.heartbeat_interval=1", "sweep.grace_period=4", *extra]
+    return [
+        f"+sweep={name}",
+        "data=digits",
+        "trainer.max_epochs=2",
+        "trainer.accelerator=cpu",
+        "model.hidden=[32,16]",
+        "sweep.heartbeat_interval=1",
+        "sweep.grace_period=4",
+        *extra,
+    ]

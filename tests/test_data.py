@@ -1,16 +1,17 @@
 """Splits, bundled datasets, torchvision on-disk formats (tiny files written here), csv, and data errors."""
+
 import gzip
 import pickle
 import struct
 
 import numpy as np
 import pytest
+from conftest import tiny
 
 from sweeper import config
 from sweeper.data import load_splits, split_indices
 from sweeper.errors import ConfigError
 from sweeper.trial import prepare, run_trial
-from conftest import tiny
 
 
 def test_splits_are_stratified_disjoint_and_fixed_by_seed():
@@ -34,7 +35,7 @@ def test_mnist5k_is_the_bundled_5000_digits():
     s = load_splits(config.load([]).data)
     assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 5000
     assert s.input_shape == (1, 28, 28) and s.n_classes == 10
-    assert 0.0 <= s.x_train.min().item() and s.x_train.max().item() <= 1.0
+    assert s.x_train.min().item() >= 0.0 and s.x_train.max().item() <= 1.0
 
 
 def test_train_fraction_subsamples_the_train_split_only():
@@ -76,8 +77,9 @@ def test_cifar10_from_tiny_pickle_batches(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8), "labels": list(range(10)) * 2}
         (folder / name).write_bytes(pickle.dumps(batch))
-    cfg = config.load(tiny("data=cifar10", f"data.root={tmp_path}", "model=cnn", "model.channels=[4]",
-                           "model.hidden=[8]", "trainer.max_epochs=1"))
+    cfg = config.load(
+        tiny("data=cifar10", f"data.root={tmp_path}", "model=cnn", "model.channels=[4]", "model.hidden=[8]", "trainer.max_epochs=1")
+    )
     r = run_trial(cfg)
     assert r.status == "completed"
     assert load_splits(cfg.data).input_shape == (3, 32, 32)

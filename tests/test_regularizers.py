@@ -1,13 +1,14 @@
 """Each technique against a reference: closed forms, exact zeros, dropout/batch-norm semantics, early stopping."""
+
 import pytest
 import torch
+from conftest import tiny
 from torch import nn
 
 from sweeper import config, regularizers
 from sweeper.models import MLP
 from sweeper.module import RegularizedModule
 from sweeper.trial import prepare, run_trial
-from conftest import tiny
 
 
 def known_mlp():
@@ -26,7 +27,7 @@ def test_l1_and_l2_penalty_equal_closed_form_over_weights_only():
     l1 = regularizers.L1({"l1": 0.01, "proximal": False})
     l2 = regularizers.L2({"l2": 0.02})
     expected_l1 = 0.01 * sum(w.abs().sum().item() for w in weights)
-    expected_l2 = 0.02 * sum((w ** 2).sum().item() for w in weights)
+    expected_l2 = 0.02 * sum((w**2).sum().item() for w in weights)
     assert l1.penalty(weights).item() == pytest.approx(expected_l1)
     assert l2.penalty(weights).item() == pytest.approx(expected_l2)
     active = regularizers.build({"l1": 0.01, "l2": 0.02})
@@ -37,8 +38,10 @@ def test_l1_and_l2_penalty_equal_closed_form_over_weights_only():
 
 def test_proximal_l1_gives_exact_zeros_and_more_than_l2():
     results = {}
-    for name, overrides in {"prox": ["regularizer=l1", "regularizer.l1=0.1", "regularizer.proximal=true"],
-                            "l2": ["regularizer=l2", "regularizer.l2=0.1"]}.items():
+    for name, overrides in {
+        "prox": ["regularizer=l1", "regularizer.l1=0.1", "regularizer.proximal=true"],
+        "l2": ["regularizer=l2", "regularizer.l2=0.1"],
+    }.items():
         cfg = config.load(tiny("trainer.max_epochs=3", *overrides))
         results[name] = run_trial(cfg).metrics
     assert results["prox"]["sparsity_zero"] > 0.01
@@ -55,7 +58,7 @@ def test_dropout_identity_in_eval_and_keeps_expected_activation_in_train():
     torch.manual_seed(0)
     with_dropout = MLP((20,), 4, [50, 30], dropout=0.5)
     plain = MLP((20,), 4, [50, 30], dropout=0.0)
-    linears = lambda m: [l for l in m.modules() if isinstance(l, nn.Linear)]  # noqa: E731
+    linears = lambda m: [layer for layer in m.modules() if isinstance(layer, nn.Linear)]
     for src, dst in zip(linears(with_dropout), linears(plain)):
         dst.load_state_dict(src.state_dict())
     x = torch.randn(64, 20)
@@ -88,21 +91,25 @@ def test_batchnorm_before_activation_uses_running_stats_in_eval_and_adds_no_loss
 
 
 def test_early_stopping_stops_on_plateau_and_restores_best_epoch():
-    cfg = config.load(tiny("trainer.max_epochs=30", "optim.lr=1e-6", "regularizer=early_stopping",
-                           "regularizer.patience=2", "regularizer.min_delta=0.01"))
+    cfg = config.load(
+        tiny("trainer.max_epochs=30", "optim.lr=1e-6", "regularizer=early_stopping", "regularizer.patience=2", "regularizer.min_delta=0.01")
+    )
     r = run_trial(cfg)
     m = r.metrics
     assert m["stopped_early"] == 1.0 and m["epochs_trained"] < 30
     best = m["restored_epoch"] - 1  # the last epoch that improved val_loss by at least min_delta
     assert best < m["epochs_trained"] - 1
-    later = [h["val_loss"] for h in r.history[best + 1:]]
+    later = [h["val_loss"] for h in r.history[best + 1 :]]
     assert all(v > r.history[best]["val_loss"] - 0.01 for v in later)
     assert m["val_loss"] == pytest.approx(r.history[best]["val_loss"], rel=1e-5)
 
 
 def test_early_stopping_restores_weights_of_best_epoch_not_last():
-    cfg = config.load(tiny("trainer.max_epochs=12", "optim.lr=0.05", "regularizer=early_stopping",
-                           "regularizer.patience=2", "regularizer.monitor=val_acc"))
+    cfg = config.load(
+        tiny(
+            "trainer.max_epochs=12", "optim.lr=0.05", "regularizer=early_stopping", "regularizer.patience=2", "regularizer.monitor=val_acc"
+        )
+    )
     r = run_trial(cfg)
     accs = [h["val_acc"] for h in r.history]
     assert r.metrics["val_acc"] == pytest.approx(accs[r.metrics["restored_epoch"] - 1])

@@ -1,4 +1,5 @@
 """The tradeoff report end to end on a real tiny compare sweep: outputs, rebuild from MLflow, browser render."""
+
 import json
 import os
 import re
@@ -6,17 +7,19 @@ import shutil
 import subprocess
 
 import pytest
+from conftest import all_runs, sweep_args
 from mlflow.tracking import MlflowClient
 
 from sweeper import config
 from sweeper.__main__ import main
 from sweeper.replicate import replicate
 from sweeper.report import main as report_main
-from sweeper.study import open_study, _context
-from conftest import all_runs, sweep_args
+from sweeper.study import open_study
+from sweeper.worker import study_context
 
-COMPARE = sweep_args("compare", "sweep.techniques=[l1,dropout]", "sweep.trials_per_technique=2",
-                     "sweep.replicates=2", "trainer.max_epochs=3")
+COMPARE = sweep_args(
+    "compare", "sweep.techniques=[l1,dropout]", "sweep.trials_per_technique=2", "sweep.replicates=2", "trainer.max_epochs=3"
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +40,19 @@ def compare_dir(tmp_path_factory, mlflow_template):
     return folder
 
 
+@pytest.mark.slow
 def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
     out = compare_dir / "reports" / "compare"
     names = {p.name for p in out.iterdir()}
-    assert {"report.md", "report.html", "report.csv", "learning_curves.png", "accuracy_vs_time.png",
-            "val_acc_vs_strength.png", "accuracy_vs_sparsity.png"} <= names
+    assert {
+        "report.md",
+        "report.html",
+        "report.csv",
+        "learning_curves.png",
+        "accuracy_vs_time.png",
+        "val_acc_vs_strength.png",
+        "accuracy_vs_sparsity.png",
+    } <= names
     md = (out / "report.md").read_text()
     for technique in ("| none |", "| l1 |", "| dropout |"):
         assert technique in md
@@ -71,29 +82,33 @@ def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_report_rebuilds_the_same_table_from_mlflow(compare_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(compare_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert report_main(["compare", "--out", str(tmp_path)]) == 0
     first = (compare_dir / "reports" / "compare" / "report.csv").read_text()
     again = (tmp_path / "compare" / "report.csv").read_text()
-    drop_times = lambda text: [re.sub(r"\d+\.\d+$", "", line) for line in text.splitlines()]  # noqa: E731
+    drop_times = lambda text: [re.sub(r"\d+\.\d+$", "", line) for line in text.splitlines()]
     assert [line.split(",")[:8] for line in first.splitlines()] == [line.split(",")[:8] for line in again.splitlines()]
     assert drop_times(first)[0] == drop_times(again)[0]
     assert "report:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_replicates_are_not_redone(compare_dir, monkeypatch):
     monkeypatch.chdir(compare_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = config.load(COMPARE)
-    space, url, tracker, storage = _context(cfg, COMPARE)
-    study, parent = open_study(cfg, space, url, tracker, storage)
+    ctx = study_context(cfg)
+    tracker = ctx.tracker
+    study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
     before = len(all_runs(tracker.uri))
     assert replicate(study, cfg, COMPARE, tracker, parent) == 0
     assert len(all_runs(tracker.uri)) == before
 
 
+@pytest.mark.slow
 def test_report_bad_inputs_write_nothing(compare_dir, monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(compare_dir)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -114,13 +129,14 @@ def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, caps
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=empty")
     cfg = config.load(args)
-    space, url, tracker, storage = _context(cfg, args)
-    open_study(cfg, space, url, tracker, storage)  # study + parent run, no trial run yet
+    ctx = study_context(cfg)
+    open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)  # study + parent run, no trial run yet
     assert report_main(["empty", "--out", str(tmp_path / "r")]) == 2
     assert "no finished trials" in capsys.readouterr().err
     assert not (tmp_path / "r" / "empty").exists()
 
 
+@pytest.mark.slow
 def test_dropout_report_has_the_seed_network_table(sweep_dir, capsys):
     assert main(sweep_args("dropout", "sweep.n_trials=2", "sweep.replicates=2")) == 0
     md = (sweep_dir / "reports" / "dropout" / "report.md").read_text()
@@ -138,27 +154,50 @@ def _chromium():
     return exe
 
 
+@pytest.mark.slow
 def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_path):
     exe = _chromium()
     page = tmp_path / "page.html"
-    probe = ("<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
-             "document.title=JSON.stringify({rows:document.querySelectorAll('tbody tr').length,"
-             "images:imgs.length,ok:imgs.filter(i=>i.complete&&i.naturalWidth>0).length})});</script>")
+    probe = (
+        "<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
+        "document.title=JSON.stringify({rows:document.querySelectorAll('tbody tr').length,"
+        "images:imgs.length,ok:imgs.filter(i=>i.complete&&i.naturalWidth>0).length})});</script>"
+    )
     page.write_text((compare_dir / "reports" / "compare" / "report.html").read_text().replace("</body>", probe + "</body>"))
-    dom = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     result = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1).replace("&quot;", '"'))
     assert result["rows"] >= 3 and result["images"] >= 4 and result["ok"] == result["images"], result
     shot = tmp_path / "report.png"
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1400,1800", (compare_dir / "reports" / "compare" / "report.html").as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1400,1800",
+            (compare_dir / "reports" / "compare" / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_data_size_sweep_reports_gain_by_training_fraction(sweep_dir):
-    args = sweep_args("data_size", "sweep.n_trials=8", "sweep.params.regularizer=choice(none,dropout)",
-                      "sweep.params.data.train_fraction=choice(0.5,1.0)", "sweep.params.seed=choice(0,1)")
+    args = sweep_args(
+        "data_size",
+        "sweep.n_trials=8",
+        "sweep.params.regularizer=choice(none,dropout)",
+        "sweep.params.data.train_fraction=choice(0.5,1.0)",
+        "sweep.params.seed=choice(0,1)",
+    )
     assert main(args) == 0
     out = sweep_dir / "reports" / "data_size"
     md = (out / "report.md").read_text()

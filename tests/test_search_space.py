@@ -1,4 +1,5 @@
 """Hydra sweep grammar -> Optuna distributions."""
+
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -24,14 +25,17 @@ def test_grammar_to_distribution(text, expected):
     assert parse({"x": text})["x"].distribution == expected
 
 
-@pytest.mark.parametrize("text,message", [
-    ("interval(0.1", "malformed"),
-    ("0.3", "must be a sweep"),
-    ("interval(0.5, 0.1)", "low < high"),
-    ("tag(log, interval(0, 1))", "low > 0"),
-    ("tag(exp, interval(1, 2))", "unknown tag"),
-    ("range(5, 1)", "stop > start"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("interval(0.1", "malformed"),
+        ("0.3", "must be a sweep"),
+        ("interval(0.5, 0.1)", "low < high"),
+        ("tag(log, interval(0, 1))", "low > 0"),
+        ("tag(exp, interval(1, 2))", "unknown tag"),
+        ("range(5, 1)", "stop > start"),
+    ],
+)
 def test_bad_grammar_names_param_and_text(text, message):
     with pytest.raises(ConfigError) as info:
         parse({"regularizer.p": text})
@@ -39,8 +43,12 @@ def test_bad_grammar_names_param_and_text(text, message):
 
 
 def test_conditional_params_follow_their_parent():
-    space = parse({"regularizer.l1": {"values": "tag(log, interval(1e-6, 1e-2))", "when": {"regularizer": ["l1"]}},
-                   "regularizer": "choice(none, l1, dropout)"})
+    space = parse(
+        {
+            "regularizer.l1": {"values": "tag(log, interval(1e-6, 1e-2))", "when": {"regularizer": ["l1"]}},
+            "regularizer": "choice(none, l1, dropout)",
+        }
+    )
     assert list(space) == ["regularizer", "regularizer.l1"]
     assert space["regularizer.l1"].applies({"regularizer": "l1"})
     assert not space["regularizer.l1"].applies({"regularizer": "dropout"})

@@ -1,5 +1,6 @@
 """The team setup natively: PostgreSQL + `mlflow server` (basic auth, proxied artifacts) started by the
 same deploy/ scripts docker-compose.yml runs, and `python -m sweeper ... tracking=server` workers."""
+
 import os
 import secrets
 import shutil
@@ -15,15 +16,24 @@ import psycopg2
 import pytest
 import requests
 import yaml
+from conftest import PG_ADMIN, REPO, load_study
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from conftest import PG_ADMIN, REPO, load_study
+pytestmark = pytest.mark.slow  # a real mlflow server, PostgreSQL, worker subprocesses
 
 PASSWORD = "pw-" + secrets.token_hex(8)
-ARGS = ["+sweep=dropout", "tracking=server", "data=digits", "model.hidden=[32,16]", "trainer.accelerator=cpu",
-        "sweep.heartbeat_interval=1", "sweep.grace_period=4", "sweep.replicates=0"]
+ARGS = [
+    "+sweep=dropout",
+    "tracking=server",
+    "data=digits",
+    "model.hidden=[32,16]",
+    "trainer.accelerator=cpu",
+    "sweep.heartbeat_interval=1",
+    "sweep.grace_period=4",
+    "sweep.replicates=0",
+]
 
 
 def _free_port() -> int:
@@ -43,22 +53,34 @@ class Server:
         for db in self.dbs.values():
             admin.cursor().execute(f'CREATE DATABASE "{db}"')
         admin.close()
-        url = lambda db: make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)  # noqa: E731
+        url = lambda db: make_url(PG_ADMIN).set(database=db).render_as_string(hide_password=False)
         self.optuna_url = url(self.dbs["optuna"])
-        self.server_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                           "MLFLOW_BACKEND_STORE_URI": url(self.dbs["mlflow"]), "MLFLOW_AUTH_DB_URI": url(self.dbs["auth"]),
-                           "MLFLOW_ARTIFACTS_DESTINATION": str(tmp / "artifacts"), "MLFLOW_ADMIN_USERNAME": "admin",
-                           "MLFLOW_ADMIN_PASSWORD": PASSWORD, "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-                           "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.port),
-                           "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini")}
+        self.server_env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "MLFLOW_BACKEND_STORE_URI": url(self.dbs["mlflow"]),
+            "MLFLOW_AUTH_DB_URI": url(self.dbs["auth"]),
+            "MLFLOW_ARTIFACTS_DESTINATION": str(tmp / "artifacts"),
+            "MLFLOW_ADMIN_USERNAME": "admin",
+            "MLFLOW_ADMIN_PASSWORD": PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+            "MLFLOW_HOST": "127.0.0.1",
+            "MLFLOW_PORT": str(self.port),
+            "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini"),
+        }
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.start()
 
     def start(self):
         self.log = open(self.tmp / f"server-{time.time():.0f}.log", "w")
-        self.proc = subprocess.Popen(["sh", str(REPO / "deploy" / "mlflow-server.sh")], env=self.server_env,
-                                     stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            ["sh", str(REPO / "deploy" / "mlflow-server.sh")],
+            env=self.server_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.time() + 120
         while time.time() < deadline:
             try:
@@ -74,8 +96,13 @@ class Server:
             self.proc.wait(timeout=30)
 
     def worker_env(self, password=PASSWORD):
-        return {**os.environ, "MLFLOW_TRACKING_URI": self.uri, "MLFLOW_TRACKING_USERNAME": "admin",
-                "MLFLOW_TRACKING_PASSWORD": password, "SWEEPER_OPTUNA_STORAGE": self.optuna_url}
+        return {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "SWEEPER_OPTUNA_STORAGE": self.optuna_url,
+        }
 
     def client(self):
         os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=PASSWORD)
@@ -100,8 +127,9 @@ def server(tmp_path):
 
 
 def worker(server, args, cwd, log, password=PASSWORD):
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=server.worker_env(password),
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=cwd, env=server.worker_env(password), stdout=log, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def runs_of(client, study):
@@ -120,8 +148,16 @@ def test_two_server_workers_one_killed_study_completes_and_no_password_leaks(ser
             trials = load_study(server.optuna_url, "dropout").trials
         except Exception:
             continue
-        killed = next((t.number for t in trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
-                       and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")), None)
+        killed = next(
+            (
+                t.number
+                for t in trials
+                if t.state == TrialState.RUNNING
+                and "mlflow_run_id" in t.user_attrs
+                and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            ),
+            None,
+        )
     assert killed is not None
     victim.kill()
     victim.wait()
@@ -145,8 +181,9 @@ def test_two_server_workers_one_killed_study_completes_and_no_password_leaks(ser
     path = client.download_artifacts(some, "config.yaml", str(tmp_path / "dl"))
     assert "regularizer" in Path(path).read_text()
     # no password anywhere: MLflow database, artifacts, worker logs
-    dump = subprocess.run(["pg_dump", "-h", "127.0.0.1", "-U", "root", server.dbs["mlflow"]], capture_output=True,
-                          text=True, check=True).stdout
+    dump = subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "root", server.dbs["mlflow"]], capture_output=True, text=True, check=True
+    ).stdout
     assert PASSWORD not in dump and "dropout" in dump
     for f in list((tmp_path / "artifacts").rglob("*")) + [tmp_path / "worker0.log", tmp_path / "worker1.log"]:
         if f.is_file():
@@ -155,15 +192,15 @@ def test_two_server_workers_one_killed_study_completes_and_no_password_leaks(ser
 
 def test_wrong_password_missing_env_and_lost_server(server, tmp_path):
     args = [*ARGS, "sweep.n_trials=4", "trainer.max_epochs=10"]
-    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=server.worker_env("nope"),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=server.worker_env("nope"), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2 and "rejected user 'admin'" in proc.stderr and "nope" not in proc.stderr
     with pytest.raises(KeyError):
         load_study(server.optuna_url, "dropout")  # no study, no trial consumed
     env = server.worker_env()
     del env["SWEEPER_OPTUNA_STORAGE"]
-    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "SWEEPER_OPTUNA_STORAGE" in proc.stderr
     # the server stops mid-study: the worker fails clearly and soon; the study resumes when it is back
     log = open(tmp_path / "lost.log", "w")
@@ -183,8 +220,9 @@ def test_wrong_password_missing_env_and_lost_server(server, tmp_path):
     assert rc == 3 and "MLflow tracking server" in out and "unreachable" in out, out[-2000:]
     assert time.time() - t0 < 150
     server.start()
-    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=server.worker_env(),
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=server.worker_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = load_study(server.optuna_url, "dropout")
     replaced = {n for t in study.trials for n in t.system_attrs.get("retry_history", [])}
@@ -199,7 +237,7 @@ def test_compose_services_run_the_scripts_the_native_tests_run():
     assert svc["mlflow"]["command"] == ["sh", "deploy/mlflow-server.sh"]
     assert svc["dashboard"]["command"] == ["sh", "deploy/dashboard.sh"]
     assert svc["worker"]["command"] == ["sh", "deploy/worker.sh"]
-    assert "python -m sweeper \"+sweep=${SWEEP:-dropout}\" tracking=server" in (REPO / "deploy" / "worker.sh").read_text()
+    assert 'python -m sweeper "+sweep=${SWEEP:-dropout}" tracking=server' in (REPO / "deploy" / "worker.sh").read_text()
     for name in ("mlflow", "dashboard"):
         assert all(p.startswith("${BIND_ADDRESS:-127.0.0.1}:") for p in svc[name]["ports"])
     assert "ports" not in svc["postgres"] and "ports" not in svc["worker"]
@@ -210,6 +248,10 @@ def test_compose_services_run_the_scripts_the_native_tests_run():
     if exe is None and os.environ.get("CI"):
         pytest.fail("docker-compose is not installed (.ci/run installs Debian's docker-compose package)")
     if exe:
-        proc = subprocess.run([exe, "--env-file", str(REPO / ".env.example"), "-f", str(REPO / "docker-compose.yml"),
-                               "config", "-q"], capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run(
+            [exe, "--env-file", str(REPO / ".env.example"), "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert proc.returncode == 0, proc.stderr

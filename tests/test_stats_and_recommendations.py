@@ -1,10 +1,11 @@
 """Statistics against scipy on constructed samples; recommendation logic on constructed tables."""
+
 import math
 
 import pytest
 from scipy import stats as sps
 
-from sweeper.report import Row, recommend, recommended_key
+from sweeper.report import Row, accuracy_choice, recommend
 from sweeper.stats import Comparison, summarize, welch
 
 A = [0.91, 0.93, 0.92, 0.94, 0.925]
@@ -39,17 +40,38 @@ def test_fewer_than_two_replicates_says_why_instead_of_nan():
 
 def row(key, mean, diff=None, p=None, sig=False, time=10.0, sparse=0.0, zeros=0.0, params=1000):
     comp = None if diff is None else Comparison(diff, p, sig, f"{'significant' if sig else 'not significant'} (p={p})")
-    return Row(key, "x", 0.9, summarize([mean - 0.001, mean + 0.001]), comp, 0.02, zeros, sparse, 3.0,
-               time / 20, time, 0.5, params, 10.0, epoch_time_rel=time / 10, inference_rel=1.0, extra_params=params - 1000)
+    return Row(
+        key,
+        "x",
+        0.9,
+        summarize([mean - 0.001, mean + 0.001]),
+        comp,
+        0.02,
+        zeros,
+        sparse,
+        3.0,
+        time / 20,
+        time,
+        0.5,
+        params,
+        10.0,
+        epoch_time_rel=time / 10,
+        inference_rel=1.0,
+        extra_params=params - 1000,
+    )
 
 
 def test_recommendations_when_a_technique_really_helps():
-    rows = [row("none", 0.90), row("dropout", 0.93, 0.03, 0.001, True, time=12),
-            row("l2", 0.95, 0.05, 0.2, False), row("l1", 0.91, 0.01, 0.4, False, time=8, sparse=0.6, zeros=0.3),
-            row("batchnorm", 0.80, -0.10, 0.001, True, time=5)]
+    rows = [
+        row("none", 0.90),
+        row("dropout", 0.93, 0.03, 0.001, True, time=12),
+        row("l2", 0.95, 0.05, 0.2, False),
+        row("l1", 0.91, 0.01, 0.4, False, time=8, sparse=0.6, zeros=0.3),
+        row("batchnorm", 0.80, -0.10, 0.001, True, time=5),
+    ]
     recs = dict(recommend(rows))
     assert recs["best accuracy"].startswith("Use dropout") and "+3.00 points" in recs["best accuracy"]
-    assert recommended_key(rows) == "dropout"  # l2 has a higher mean but is not significant
+    assert accuracy_choice(rows) == "dropout"  # l2 has a higher mean but is not significant
     assert recs["least compute"].startswith("l1:")  # batchnorm is cheaper but significantly worse
     assert recs["smallest/sparsest model"].startswith("l1: 60.0% of weights below 1e-3, 30.0% exactly zero")
     assert "Not measured in this study" in recs["small data"]
@@ -60,16 +82,15 @@ def test_recommendations_when_nothing_is_significant():
     recs = dict(recommend(rows))
     assert recs["best accuracy"].startswith("No technique beats the baseline beyond noise")
     assert "l2" in recs["best accuracy"] and "Keep the baseline" in recs["best accuracy"]
-    assert recommended_key(rows) == "none"
+    assert accuracy_choice(rows) == "none"
     assert recs["smallest/sparsest model"].startswith("No technique made the weights sparse")
 
 
 def test_small_data_recommendation_from_axis_rows():
     def cell(key, axis, diff, p, sig):
-        return {"key": key, "axis": axis, "n": 3, "summary": summarize([0.8, 0.81, 0.82]),
-                "comparison": Comparison(diff, p, sig, f"p={p}")}
-    axis_rows = [cell("dropout", "0.1", 0.04, 0.01, True), cell("l2", "0.1", 0.02, 0.02, True),
-                 cell("dropout", "1.0", 0.0, 0.9, False)]
+        return {"key": key, "axis": axis, "n": 3, "summary": summarize([0.8, 0.81, 0.82]), "comparison": Comparison(diff, p, sig, f"p={p}")}
+
+    axis_rows = [cell("dropout", "0.1", 0.04, 0.01, True), cell("l2", "0.1", 0.02, 0.02, True), cell("dropout", "1.0", 0.0, 0.9, False)]
     rows = [row("none", 0.90), row("dropout", 0.905, 0.005, 0.5)]
     recs = dict(recommend(rows, axis_rows, "data.train_fraction"))
     assert recs["small data"].startswith("At 10% of the training data use dropout: +4.00 points")

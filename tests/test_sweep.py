@@ -1,15 +1,19 @@
 """Sweeps end to end on real stores: states, MLflow parent/children, resume, pruning, workers, SIGKILL."""
+
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
+from conftest import all_runs, load_study, run_cli, sweep_args
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from sweeper.__main__ import main
-from conftest import all_runs, load_study, run_cli, sweep_args
+
+pytestmark = pytest.mark.slow  # subprocesses, PostgreSQL, multi-worker studies
 
 
 def check_links(study, uri, n_trials):
@@ -58,8 +62,9 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
 
 def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
     args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=15")
-    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     db = sweep_dir / "mlruns" / "optuna.db"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -86,9 +91,16 @@ def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
 
 
 def test_pruning_prunes_a_hopeless_trial_in_both_stores(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=3", "trainer.max_epochs=4", "sweep.baseline=['optim.lr=0.01']",
-                      "sweep.pruner.n_startup_trials=1", "sweep.pruner.n_warmup_steps=1",
-                      "sweep.params.regularizer.p=choice(0.0)", "optim.lr=1e-7")
+    args = sweep_args(
+        "dropout",
+        "sweep.n_trials=3",
+        "trainer.max_epochs=4",
+        "sweep.baseline=['optim.lr=0.01']",
+        "sweep.pruner.n_startup_trials=1",
+        "sweep.pruner.n_warmup_steps=1",
+        "sweep.params.regularizer.p=choice(0.0)",
+        "optim.lr=1e-7",
+    )
     assert main(args) == 0
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
     states = [t.state for t in study.trials]
@@ -112,8 +124,14 @@ def test_two_local_workers_on_sqlite(sweep_dir):
 
 
 def _start(args, cwd, env=None):
-    return subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=cwd, env={**os.environ, **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_two_independent_workers_on_postgresql(sweep_dir, pg_database):
@@ -138,8 +156,11 @@ def test_sigkill_one_worker_mid_trial_is_retried_and_study_completes(sweep_dir):
         except Exception:
             continue
         for t in trials:
-            if t.state == TrialState.RUNNING and t.user_attrs.get("worker", "").endswith(f":{victim.pid}") \
-                    and "mlflow_run_id" in t.user_attrs:
+            if (
+                t.state == TrialState.RUNNING
+                and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+                and "mlflow_run_id" in t.user_attrs
+            ):
                 killed_trial = t.number
     assert killed_trial is not None
     victim.kill()

@@ -1,10 +1,11 @@
 """Bad sweep input: one line, non-zero exit, nothing written to either store."""
+
 import time
 
 import pytest
+from conftest import all_runs, load_study, sweep_args
 
 from sweeper.__main__ import main
-from conftest import all_runs, load_study, sweep_args
 
 BAD = [
     (["+sweep=nope"], "sweep: 'nope'", "available: batchnorm, compare, data_size"),
@@ -44,6 +45,7 @@ def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
     _nothing_written(sweep_dir)
 
 
+@pytest.mark.slow
 def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, capsys):
     assert main(sweep_args("dropout", "sweep.n_trials=1")) == 0
     runs_before = len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"))
@@ -55,5 +57,7 @@ def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, caps
     assert len(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials) == 1
     assert len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")) == runs_before
     # a new name is a new study
-    assert main(sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=dropout_v2", "sweep.direction=minimize",
-                           "sweep.metric=val_loss")) == 0
+    assert (
+        main(sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=dropout_v2", "sweep.direction=minimize", "sweep.metric=val_loss"))
+        == 0
+    )

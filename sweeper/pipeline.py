@@ -1,0 +1,85 @@
+"""A sweep, top to bottom: check the stores -> open or join the study -> run workers -> (when every
+slot is finished) study summary and plots -> replication -> report -> model registry."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from omegaconf import DictConfig
+
+from . import config as config_mod
+from . import stores
+from .errors import TrackingUnavailable
+from .progress import Progress, table
+from .study import counts, open_study
+from .worker import run_workers, study_context
+
+
+def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
+    """Exit status: 0 done (or other workers still finishing), 130 interrupted, 3 tracking server lost.
+    Bad storage or tracking settings raise ConfigError before anything is written."""
+    stores.check_storage(stores.storage_url(cfg))
+    stores.check_tracking_server(cfg)
+    try:
+        return _sweep(cfg, argv)
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+
+def _sweep(cfg: DictConfig, argv: list[str]) -> int:
+    # 1. open or join the study (its trial slots and its parent MLflow run)
+    ctx = study_context(cfg)
+    study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
+    tracker = ctx.tracker
+    tracker.mark_running(parent)
+
+    # 2. workers take slots until none are left; the bar follows every worker through the storage
+    worker_argv = [a for a in argv if not a.startswith("workers=")]
+    try:
+        with Progress(study, config_mod.n_trials(cfg.sweep)):
+            run_workers(cfg, worker_argv, ctx, study, parent)
+    except KeyboardInterrupt:
+        tracker.end_run(parent, "KILLED")
+        print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)
+        return 130
+
+    # 3. the final table; the rest waits until every slot is finished (another worker may still run one)
+    c = counts(study.get_trials(deepcopy=False))
+    pending = c["waiting"] + c["running"]
+    print(
+        f"\nstudy {study.study_name}: {c['complete']} completed, {c['pruned']} pruned, {c['fail']} failed"
+        + (f", {pending} still pending" if pending else "")
+    )
+    print(table(study, cfg))
+    if c["complete"] == 0:
+        print("no trial completed: nothing to compare", file=sys.stderr)
+    if pending:
+        return 0
+
+    # 4. study summary and Optuna's plots on the parent run
+    from .study_summary import record_study
+
+    made = record_study(study, cfg, tracker, parent, c)
+    print(f"parent run {parent} in experiment {study.study_name!r}: plots {', '.join(made) or 'none'}")
+    if c["complete"]:
+        from .registry import register_recommended
+        from .replicate import replicate
+        from .report import print_table, write_report
+
+        # 5. replication over fresh seeds, 6. the report, 7. the registered model
+        t0 = time.perf_counter()
+        n_rep = replicate(study, cfg, worker_argv, tracker, parent)
+        t1 = time.perf_counter()
+        report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
+        t2 = time.perf_counter()
+        tracker.log_metrics(parent, {"replication_s": t1 - t0, "report_s": t2 - t1})
+        print()
+        print_table(report.rows, report.axis_rows, report.recommendations)
+        registered = register_recommended(tracker, report, study.study_name)
+        if registered:
+            print(f"registered model: {registered}")
+        print(f"report: {report.folder / 'report.html'}  ({n_rep} replicate runs in {t1 - t0:.1f} s, report in {t2 - t1:.1f} s)")
+    tracker.end_run(parent, "FINISHED")
+    return 0

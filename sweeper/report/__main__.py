@@ -1,0 +1,7 @@
+"""``python -m sweeper.report``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

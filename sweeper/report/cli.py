@@ -1,0 +1,44 @@
+"""``python -m sweeper.report <experiment> [--tracking-uri URI] [--out DIR]``: rebuild a report from MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..masking import mask
+from ..tracking import Tracker
+from .build import write_report
+from .render import print_table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sweeper.report", description="Rebuild a study's tradeoff report from MLflow.")
+    ap.add_argument("experiment", help="the study's MLflow experiment (= the study name)")
+    ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
+    ap.add_argument("--out", default="reports", help="folder for the report (a subfolder per experiment)")
+    args = ap.parse_args(argv)
+    from ..stores import DEFAULT_TRACKING, absolute_sqlite
+
+    uri = absolute_sqlite(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
+    try:
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+            raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
+        from mlflow.tracking import MlflowClient
+
+        names = [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()]
+        if args.experiment not in names:
+            raise ConfigError("experiment", args.experiment, f"not found; existing: {', '.join(sorted(names)) or 'none'}")
+        report = write_report(Tracker(uri, args.experiment), args.experiment, args.out)
+    except ConfigError as exc:
+        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        return 2
+    print_table(report.rows, report.axis_rows, report.recommendations)
+    print(f"report: {report.folder / 'report.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

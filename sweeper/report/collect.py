@@ -1,0 +1,64 @@
+"""Read one study from the MLflow store alone: its parent run, trial runs and replicate runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from ..tracking import Tracker
+
+
+@dataclass
+class StudyData:
+    experiment: str
+    parent: Any
+    trials: list
+    replicates: list
+    objectives: list[tuple[str, str]]
+    searched: list[str]
+    axis: str | None
+    alpha: float
+    histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # replicate key -> curves
+
+
+def collect(tracker: Tracker, experiment: str) -> StudyData:
+    runs = tracker.search_runs()
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    if not parents:
+        raise ConfigError("experiment", experiment, "has no study (parent) run; run a sweep into it first")
+    parent = parents[0]
+    trials = [r for r in runs if r.data.tags.get("role") == "trial" and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    finished = [r for r in trials if r.data.tags.get("state") in ("completed", "pruned")]
+    if not finished:
+        raise ConfigError("experiment", experiment, "the study has no finished trials yet: nothing to report")
+    reps = [
+        r
+        for r in runs
+        if r.data.tags.get("role") == "replicate"
+        and r.info.status == "FINISHED"
+        and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        and "test_acc" in r.data.metrics
+    ]
+    tags = parent.data.tags
+    data = StudyData(
+        experiment,
+        parent,
+        trials,
+        reps,
+        [tuple(o) for o in json.loads(tags["objectives"])],
+        json.loads(tags.get("searched_params", "[]")),
+        tags.get("axis") or None,
+        float(tags.get("alpha", 0.05)),
+    )
+    first_seed: dict[str, Any] = {}
+    for r in reps:
+        key, seed = r.data.tags["replicate_of"], int(r.data.tags["seed"])
+        if key not in first_seed or seed < int(first_seed[key].data.tags["seed"]):
+            first_seed[key] = r
+    for key, r in first_seed.items():
+        data.histories[key] = {
+            m: [x.value for x in sorted(tracker.metric_history(r.info.run_id, m), key=lambda x: x.step)] for m in ("train_acc", "val_acc")
+        }
+    return data

@@ -1,0 +1,122 @@
+"""The report's figures, written as PNGs (matplotlib, Agg); a plot without data is left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .collect import StudyData
+from .rows import BASELINE, Row, _num
+
+
+def _strength_param(runs: list, searched: list[str]) -> str | None:
+    from ..config import GROUPS
+
+    for name in searched:
+        if name not in GROUPS and len({r.data.params.get(name) for r in runs}) > 1:
+            return name
+    return None
+
+
+def make_plots(data: StudyData, rows: list[Row], axis_rows: list[dict], folder: Path) -> dict[str, str]:
+    """name -> caption of every plot written to ``folder`` (plots without data are left out)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made: dict[str, str] = {}
+    by_tech: dict[str, list] = {}
+    for r in data.trials:
+        if r.data.tags.get("state") in ("completed", "pruned") and r.data.tags.get("technique") != BASELINE:
+            by_tech.setdefault(r.data.tags["technique"], []).append(r)
+
+    def save(fig, name, caption):
+        fig.tight_layout()
+        fig.savefig(folder / f"{name}.png", dpi=90)
+        plt.close(fig)
+        made[name] = caption
+
+    strength = {t: p for t, runs in by_tech.items() if (p := _strength_param(runs, data.searched))}
+    if strength and not data.axis:
+        fig, axes = plt.subplots(1, len(strength), figsize=(4 * len(strength), 3.4), squeeze=False)
+        base_val = next((r.data.metrics.get("final_val_acc") for r in data.trials if r.data.tags.get("baseline") == "True"), None)
+        for ax, (tech, param) in zip(axes[0], sorted(strength.items())):
+            for state, marker in (("completed", "o"), ("pruned", "x")):
+                pts = [
+                    (float(r.data.params[param]), r.data.metrics.get("final_val_acc", r.data.metrics.get("val_acc")))
+                    for r in by_tech[tech]
+                    if r.data.tags["state"] == state
+                ]
+                if pts:
+                    ax.scatter(*zip(*pts), marker=marker, label=state)
+            if base_val is not None:
+                ax.axhline(base_val, color="gray", ls="--", label="baseline")
+            if param.endswith(("l1", "l2", "weight_decay", "bn_momentum")):
+                ax.set_xscale("log")
+            ax.set(title=tech, xlabel=param, ylabel="validation accuracy")
+            ax.legend(fontsize=7)
+        save(fig, "val_acc_vs_strength", "Validation accuracy against each technique's strength (x: pruned).")
+
+    if data.histories:
+        keys = sorted(data.histories, key=lambda k: (k != BASELINE, k))
+        cols = min(4, len(keys))
+        nrows = (len(keys) + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.8 * nrows), squeeze=False)
+        for ax, key in zip(axes.flat, keys):
+            h = data.histories[key]
+            ax.plot(range(1, len(h["train_acc"]) + 1), h["train_acc"], label="train")
+            ax.plot(range(1, len(h["val_acc"]) + 1), h["val_acc"], label="validation")
+            ax.set(title=key, xlabel="epoch", ylabel="accuracy")
+            ax.legend(fontsize=7)
+        for ax in list(axes.flat)[len(keys) :]:
+            ax.axis("off")
+        save(
+            fig,
+            "learning_curves",
+            "Train vs validation accuracy per epoch of each technique's best configuration "
+            "(first seed): the gap between the curves is the overfitting gap.",
+        )
+
+    if rows:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for r in rows:
+            lo, hi = r.test.ci_low, r.test.ci_high
+            err = None if lo is None or hi is None else [[r.test.mean - lo], [hi - r.test.mean]]
+            ax.errorbar(r.train_time_s, r.test.mean, yerr=err, fmt="o", capsize=3)
+            ax.annotate(r.key, (r.train_time_s, r.test.mean), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        front, best = [], -1.0
+        for r in sorted(rows, key=lambda r: r.train_time_s):
+            if r.test.mean > best:
+                front.append(r)
+                best = r.test.mean
+        ax.step([r.train_time_s for r in front], [r.test.mean for r in front], where="post", color="red", alpha=0.6, label="Pareto front")
+        ax.set(xlabel="training time (s, mean over seeds)", ylabel="test accuracy (mean, 95% CI)")
+        ax.legend(fontsize=7)
+        save(fig, "accuracy_vs_time", "Test accuracy against training time; the red line is the Pareto front.")
+
+    sparse_runs = [r for t, runs in by_tech.items() if "l1" in t or "elastic_net" in t for r in runs if "sparsity_1e-3" in r.data.metrics]
+    if sparse_runs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for tech in sorted({r.data.tags["technique"] for r in sparse_runs}):
+            pts = [
+                (r.data.metrics["sparsity_1e-3"], r.data.metrics["final_val_acc"]) for r in sparse_runs if r.data.tags["technique"] == tech
+            ]
+            ax.scatter(*zip(*pts), label=tech)
+        ax.set(xlabel="share of weights with |w| < 1e-3", ylabel="validation accuracy")
+        ax.legend(fontsize=7)
+        save(fig, "accuracy_vs_sparsity", "Validation accuracy against sparsity for L1 and elastic net trials.")
+
+    if axis_rows:
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for tech in sorted({r["key"] for r in axis_rows if r["key"] != BASELINE}):
+            pts = sorted(((_num(r["axis"]), r) for r in axis_rows if r["key"] == tech), key=lambda p: p[0])
+            ax.plot([p[0] for p in pts], [p[1]["comparison"].diff * 100 for p in pts], marker="o", label=tech)
+        ax.axhline(0, color="gray", ls="--")
+        axis = str(data.axis)
+        label = {"data.train_fraction": "training-set fraction", "model": "hidden layers"}.get(axis, axis)
+        ax.set(xlabel=label, ylabel="gain over baseline (val acc points)")
+        if data.axis == "data.train_fraction":
+            ax.set_xscale("log")
+        ax.legend(fontsize=7)
+        save(fig, "gain_vs_axis", f"Each technique's validation-accuracy gain over the baseline against {label}.")
+    return made

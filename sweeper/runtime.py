@@ -1,0 +1,43 @@
+"""Process-wide set-up in one place, called from ``main()`` (and from each spawned worker process).
+
+Nothing in the package changes environment variables, warning filters or logger levels at import
+time; everything the process changes is here, with the reason next to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+_QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "lightning_fabric", "mlflow", "alembic")
+
+
+def setup() -> None:
+    """Idempotent; imports Lightning (every run trains, so the import is paid anyway)."""
+    import lightning.fabric  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported)
+    import optuna
+
+    # Lightning sets this at import so CUDA checks avoid fork poisoning; on a CUDA build without a GPU
+    # it makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork
+    # after CUDA init (workers are spawned), so the plain runtime check is safe and much cheaper.
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    # A lost MLflow server must fail a worker within about a minute; MLflow's default retries take
+    # minutes. Users can still set their own values (setdefault).
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    quiet_libraries()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # We send heartbeats from our own thread (worker.Heartbeat), outside Study.optimize, on purpose.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    # Batches are sliced from in-memory tensors: DataLoader workers would only add overhead.
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def quiet_libraries() -> None:
+    """Lightning and MLflow log at INFO by default (and mlflow.pytorch re-enables Lightning's loggers)."""
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,165 @@
+"""Where the two stores are and whether they answer: the MLflow tracking URI, the Optuna storage URL.
+
+Resolution order, absolute SQLite paths (MLflow caches stores by URI string, so a relative one
+would keep pointing at the first directory it was used in), reachability checks that fail within
+~10 s with the password masked, SQLAlchemy engine options, and creating Optuna's RDB storage.
+Nothing here trains, samples or logs runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from .errors import ConfigError
+from .masking import mask
+
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
+STORAGE_ENV = "SWEEPER_OPTUNA_STORAGE"
+DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+
+
+# --- resolution -----------------------------------------------------------------------------------
+def absolute_sqlite(url: str) -> str:
+    """sqlite:///relative/path -> sqlite:////abs/path, resolved against the current directory now."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        return "sqlite:///" + str(Path(url[len("sqlite:///") :]).resolve())
+    return url
+
+
+def _required_env(name: str, field: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(field, None, f"tracking=server needs the environment variable {name} (or set {field})")
+    return value
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """Explicit config wins, then $MLFLOW_TRACKING_URI, then (local mode) the SQLite store under mlruns/."""
+    if cfg.tracking.uri:
+        return absolute_sqlite(cfg.tracking.uri)
+    if cfg.tracking.mode == "server":
+        return _required_env("MLFLOW_TRACKING_URI", "tracking.uri")
+    return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
+
+
+def storage_url(cfg: DictConfig) -> str:
+    """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE (required
+    in server mode), then SQLite under mlruns/."""
+    if cfg.storage or cfg.tracking.storage:
+        return absolute_sqlite(cfg.storage or cfg.tracking.storage)
+    if cfg.tracking.mode == "server":
+        return _required_env(STORAGE_ENV, "storage")
+    return absolute_sqlite(os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    """Create the folder of a file-backed SQLite URL (e.g. mlruns/) before a store opens it."""
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+# --- reachability ---------------------------------------------------------------------------------
+def engine_kwargs(url: str) -> dict[str, Any]:
+    """SQLite waits for a busy writer (many workers); PostgreSQL fails fast and drops dead connections."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
+
+
+def check_storage(url: str) -> None:
+    """Refuse unsupported schemes and unreachable databases within ~10 s; never prints the password."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise ConfigError("storage", mask(url), f"not a database URL; supported schemes: {', '.join(SUPPORTED_SCHEMES)}") from None
+    if parsed.drivername not in SUPPORTED_SCHEMES:
+        raise ConfigError("storage", mask(url), f"unsupported scheme {parsed.drivername!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
+    if parsed.drivername == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            folder = os.path.dirname(os.path.abspath(parsed.database))
+            if not os.path.isdir(folder) and not os.access(os.path.dirname(folder) or ".", os.W_OK):
+                raise ConfigError("storage", url, f"folder {folder} does not exist and cannot be created")
+        return
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise ConfigError("storage", mask(url), f"cannot connect to {parsed.host}:{parsed.port or 5432}: {mask(first)}") from None
+    finally:
+        engine.dispose()
+
+
+def check_tracking_server(cfg: DictConfig) -> None:
+    """Server mode: the MLflow server answers within 10 s and accepts the credentials (nothing written)."""
+    if cfg.tracking.mode != "server":
+        return
+    uri = tracking_uri(cfg)
+    if os.environ.get("MLFLOW_TRACKING_USERNAME") is None:
+        _required_env("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_USERNAME")
+    _required_env("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_PASSWORD")
+    check_server(uri)
+
+
+def check_server(uri: str) -> None:
+    """An http(s) tracking URI must answer /health within 10 s and accept $MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    from urllib.parse import urlparse
+
+    import requests
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    host = urlparse(uri).hostname
+    base = uri.rstrip("/")
+    try:
+        requests.get(f"{base}/health", timeout=5)
+    except requests.RequestException as exc:
+        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
+    auth = (os.environ.get("MLFLOW_TRACKING_USERNAME", ""), os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+    try:
+        resp = requests.get(f"{base}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, auth=auth, timeout=5)
+    except requests.RequestException as exc:
+        raise ConfigError("tracking.uri", mask(uri), f"MLflow server at {host} does not answer ({type(exc).__name__})") from None
+    if resp.status_code in (401, 403):
+        raise ConfigError(
+            "MLFLOW_TRACKING_PASSWORD",
+            "***",
+            f"the MLflow server at {host} rejected user {auth[0]!r} "
+            f"(HTTP {resp.status_code}); check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD",
+        )
+
+
+# --- Optuna storage -------------------------------------------------------------------------------
+def make_storage(url: str, heartbeat_interval: int, grace_period: int, stale_trial_callback: Callable[..., None] | None = None):
+    """Optuna's RDB storage with heartbeats. Workers that start together on an empty database race to
+    create its tables (the loser gets a unique-violation error), so creation is retried a few times."""
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import SQLAlchemyError
+
+    ensure_sqlite_dir(url)
+    for attempt in range(5):
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs(url),
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=stale_trial_callback,
+            )
+        except SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")

@@ -1,0 +1,277 @@
+"""The worker loop: pop a trial slot, suggest, train it as a Lightning trial, tell Optuna; repeat.
+
+Runs in the invoking process, in ``workers=N`` spawned child processes, or on other machines that
+point at the same storage. A running trial sends heartbeats from a thread; a worker that dies
+(SIGKILL) leaves a trial that goes stale, is marked FAIL, has its MLflow run closed FAILED and is
+re-queued (Optuna's RetryHeartbeatStaleTrialCallback, bounded retries). Ctrl-C marks the running
+trial FAIL (its MLflow run KILLED) and re-queues it for the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import optuna
+from omegaconf import DictConfig
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import FrozenTrial, TrialState
+
+from . import config as config_mod
+from . import optuna_compat, stores
+from .errors import ConfigError, TrackingUnavailable
+from .search_space import SearchParam, format_override
+from .study import open_study, slots
+from .tracking import Tracker, close_runs
+
+
+def pruning_monitor(cfg: DictConfig) -> str | None:
+    """The per-epoch metric the pruner watches, or None when pruning cannot apply."""
+    objs = config_mod.objectives(cfg.sweep)
+    if cfg.sweep.pruner.name == "none" or len(objs) > 1 or objs[0][0] not in config_mod.EPOCH_METRICS:
+        return None
+    return objs[0][0]
+
+
+class StaleTrialHandler:
+    """A worker died mid-trial: close its MLflow run FAILED, then re-queue the trial (bounded)."""
+
+    def __init__(self, tracker: Tracker | None, max_retry: int):
+        self.tracker = tracker
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if self.tracker is not None and run_id:
+            close_runs(self.tracker, [run_id], "FAILED", "worker stopped sending heartbeats (killed or lost)")
+        self.retry(study, trial)
+
+
+@dataclass
+class StudyContext:
+    """Everything a worker needs, rebuilt from the config in every process (workers share no memory)."""
+
+    space: dict[str, SearchParam]
+    url: str
+    tracker: Tracker
+    storage: RDBStorage
+
+
+def study_context(cfg: DictConfig) -> StudyContext:
+    space = config_mod.validate_sweep(cfg)
+    url = stores.storage_url(cfg)
+    tracker = Tracker(stores.tracking_uri(cfg), cfg.sweep.study_name or cfg.sweep.name, cfg.tracking.artifact_root)
+    storage = stores.make_storage(
+        url, int(cfg.sweep.heartbeat_interval), int(cfg.sweep.grace_period), StaleTrialHandler(tracker, int(cfg.sweep.max_retry))
+    )
+    return StudyContext(space, url, tracker, storage)
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat every interval from a daemon thread."""
+
+    def __init__(self, storage: RDBStorage, trial_id: int, interval: float):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self.storage.record_heartbeat(self.trial_id)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _suggest(trial: optuna.Trial, p: SearchParam) -> Any:
+    d = p.distribution
+    if isinstance(d, optuna.distributions.CategoricalDistribution):
+        return trial.suggest_categorical(p.name, d.choices)
+    if isinstance(d, optuna.distributions.IntDistribution):
+        return trial.suggest_int(p.name, d.low, d.high, step=d.step, log=d.log)
+    assert isinstance(d, optuna.distributions.FloatDistribution)
+    return trial.suggest_float(p.name, d.low, d.high, step=d.step, log=d.log)
+
+
+def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> list[str]:
+    """Ask Optuna for every applicable parameter; returns them as Hydra overrides (groups first)."""
+    chosen: dict[str, Any] = {}
+    for p in space.values():
+        if p.applies(chosen):
+            chosen[p.name] = _suggest(trial, p)
+    groups = [format_override(k, v) for k, v in chosen.items() if k in config_mod.GROUPS]
+    return groups + [format_override(k, v) for k, v in chosen.items() if k not in config_mod.GROUPS]
+
+
+class ReportOnly(pl.Callback):
+    """Reports the per-epoch metric to Optuna like the pruning callback, but never prunes."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None and not trainer.sanity_checking:
+            self.trial.report(float(value), step=pl_module.current_epoch)
+
+
+class Worker:
+    """Pops trial slots of one study until none are waiting or running, and runs each as a Lightning trial."""
+
+    def __init__(self, argv: list[str], cfg: DictConfig, ctx: StudyContext, study: optuna.Study, parent_run_id: str):
+        self.argv, self.cfg, self.ctx, self.study, self.parent = argv, cfg, ctx, study, parent_run_id
+        self.space, self.tracker = ctx.space, ctx.tracker
+        self.monitor = pruning_monitor(cfg)
+        self.objectives = config_mod.objectives(cfg.sweep)
+
+    def run(self) -> None:
+        optuna_compat.check()
+        poll = max(1.0, self.cfg.sweep.heartbeat_interval / 2)
+        optuna_compat.allow_sampler_stop(self.study)
+        while True:
+            fail_stale_trials(self.study)
+            popped = optuna_compat.pop_waiting_trial(self.study)
+            if popped is None:
+                running = [t for t in slots(self.study.get_trials(deepcopy=False)) if t.state == TrialState.RUNNING]
+                if not running:
+                    return
+                time.sleep(poll)  # another worker may die; its trial would come back to the queue
+                continue
+            self.run_one(*popped)
+
+    def run_one(self, trial: optuna.Trial, trial_id: int) -> None:
+        """Run a popped slot; Ctrl-C anywhere marks it FAIL and re-queues it for the next run."""
+        try:
+            with Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval):
+                self._run_one(trial, trial_id)
+        except (KeyboardInterrupt, TrackingUnavailable) as exc:
+            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "tracking server lost"
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
+            try:
+                trial.set_user_attr("fail_reason", f"{reason}; re-queued for the next run")
+                frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if frozen.state == TrialState.FAIL:
+                    RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise
+
+    def _run_one(self, trial: optuna.Trial, trial_id: int) -> None:
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        from .trial import prepare, run_trial
+
+        baseline = bool(trial.user_attrs.get("baseline"))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        try:
+            overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
+            trial_cfg = config_mod.load(self.argv + overrides)
+            prepared = prepare(trial_cfg)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        callbacks: list[pl.Callback] = []
+        if self.monitor:  # the baseline reports its curve (a reference for the pruner) but is never pruned
+            callbacks.append(ReportOnly(trial, self.monitor) if baseline else PyTorchLightningPruningCallback(trial, monitor=self.monitor))
+        name = self.study.study_name
+        trial.set_user_attr("technique", prepared.technique)
+        trial.set_user_attr("overrides", overrides)
+        axis = self.cfg.sweep.axis
+        result = run_trial(
+            trial_cfg,
+            self.tracker,
+            prepared=prepared,
+            run_name=f"{name}-trial-{trial.number}",
+            parent_run_id=self.parent,
+            callbacks=callbacks,
+            tags={
+                "study": name,
+                "trial_number": trial.number,
+                "role": "trial",
+                "baseline": baseline,
+                "optuna_trial_id": trial_id,
+                "searched": json.dumps(trial.params),
+                **({"axis_value": trial.params.get(axis)} if axis else {}),
+            },
+            on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
+            evaluate_test=False,
+        )  # search trials never see the test split
+        trial.set_user_attr("epochs_trained", len(result.history))
+        if result.status == "completed":
+            missing = [m for m, _ in self.objectives if m not in result.metrics]
+            if missing:  # cannot happen for validated metric names; guards against silent NaN objectives
+                self.study.tell(trial, state=TrialState.FAIL)
+                raise ConfigError("sweep.metric", missing[0], "the first trial did not produce it")
+            values = [float(result.metrics[m]) for m, _ in self.objectives]
+            for key in ("best_val_acc", "train_time_s", "sparsity_zero"):
+                trial.set_user_attr(key, result.metrics.get(key))
+            self.study.tell(trial, values if len(values) > 1 else values[0])
+        elif result.status == "pruned":
+            trial.set_user_attr("pruned_epoch", len(result.history))
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            trial.set_user_attr("fail_reason", result.reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+
+
+# --- processes ------------------------------------------------------------------------------------------
+def worker_process(argv: list[str], threads: int) -> None:
+    """Entry point of a `workers=N` child process (spawned, so it starts with fresh torch state)."""
+    import torch
+
+    from . import runtime
+
+    runtime.setup()
+    torch.set_num_threads(threads)
+    cfg = config_mod.load(argv)
+    ctx = study_context(cfg)
+    study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
+    try:
+        Worker(argv, cfg, ctx, study, parent).run()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except TrackingUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
+
+
+def run_workers(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> None:
+    """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
+    Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
+    n_workers = int(cfg.workers)
+    if n_workers == 1:
+        Worker(argv, cfg, ctx, study, parent).run()
+        return
+    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // n_workers)
+    spawn = mp.get_context("spawn")
+    children = [spawn.Process(target=worker_process, args=(argv, threads), daemon=False) for _ in range(n_workers)]
+    try:
+        for c in children:
+            c.start()
+        for c in children:
+            c.join()
+    except KeyboardInterrupt:
+        for c in children:
+            if c.is_alive() and c.pid is not None:
+                os.kill(c.pid, signal.SIGINT)
+        for c in children:
+            c.join(timeout=60)
+        raise

@@ -1,0 +1,36 @@
+"""Every shipped config file composes and validates (cheap: no data is loaded, nothing is trained)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeper import config
+
+OPTIONS = [(group, option) for group in config.GROUPS if group != "sweep" for option in config.available(group)]
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n0,1,x\n1,0,y\n")
+    return path
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes_and_validates(group, option, csv_file, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    monkeypatch.setenv("SWEEPER_OPTUNA_STORAGE", "sqlite:///x.db")
+    extra = [f"data.path={csv_file}"] if (group, option) == ("data", "csv") else []
+    cfg = config.load([f"{group}={option}", *extra])
+    assert cfg[group] is not None
+    if group == "regularizer":
+        assert cfg.regularizer == config.load([f"regularizer={option}"]).regularizer
+
+
+@pytest.mark.parametrize("name", config.available("sweep"))
+def test_every_shipped_sweep_composes_and_validates(name):
+    cfg = config.load([f"+sweep={name}"])
+    assert cfg.sweep.name == name
+    space = config.validate_sweep(cfg)
+    assert space, name
+    assert config.n_trials(cfg.sweep) > 0
