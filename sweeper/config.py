@@ -76,6 +76,8 @@ class TrainerConfig:
     devices: int = 1
     threads: Optional[int] = None  # torch intra-op threads; null = torch's default
     deterministic: bool = False
+    scale_epochs_by_fraction: bool = False  # data_size: max_epochs / data.train_fraction epochs, the same optimizer steps
+    max_epochs_cap: int = 200  # the cap on those scaled epochs
 
 
 @dataclass
@@ -125,8 +127,14 @@ class SweepConfig:
     techniques: Optional[List[str]] = None  # compare: one regularizer option per slot, equal budgets
     trials_per_technique: int = 4
     replicates: int = 5  # seeds each technique's best configuration is retrained with (0: no replication)
-    references: Dict[str, List[str]] = field(default_factory=dict)  # extra replicated configs (name: overrides)
-    alpha: float = 0.05  # significance level of the Welch t-tests
+    replicates_max: Optional[int] = None  # > replicates: a second look adds seeds to inconclusive leaders (null: no)
+    replicate_seed: Optional[int] = None  # first replicate seed (null: seed + 1000); never a seed the search used
+    references: Optional[Dict[str, List[str]]] = field(default_factory=dict)  # extra replicated configs (name: overrides)
+    alpha: float = 0.05  # family-wise error rate of one report's comparisons (Holm)
+    margin: float = 0.5  # equivalence margin in accuracy points: "as accurate" needs the diff's 95% CI above -margin
+    timing_repeats: int = 5  # interleaved cost measurements per reported configuration (0: none)
+    claim: Optional[str] = None  # a published claim the report checks against a reference row
+    claim_reference: Optional[str] = None  # the references entry that reproduces the claim
     axis: Optional[str] = None  # data_size / depth sweeps: the searched parameter on the report's x axis
     report_dir: str = "reports"
 
@@ -275,6 +283,7 @@ def validate(cfg: DictConfig) -> None:
     if not (cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr)):
         raise ConfigError("optim.lr", cfg.optim.lr, "must be a finite number > 0")
     _positive_int(t.max_epochs, "trainer.max_epochs")
+    _positive_int(t.max_epochs_cap, "trainer.max_epochs_cap")
     if t.accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", t.accelerator, f"allowed: {', '.join(ACCELERATORS)}")
     if t.accelerator in ("gpu", "cuda"):
@@ -295,6 +304,15 @@ def validate(cfg: DictConfig) -> None:
         stores.tracking_uri(cfg)  # names a missing environment variable now, before anything runs
         stores.storage_url(cfg)
     regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
+
+
+def max_epochs(cfg: DictConfig) -> int:
+    """Epochs a run trains: trainer.max_epochs, or with scale_epochs_by_fraction the same optimizer-step
+    budget at any data.train_fraction (max_epochs / fraction, rounded up, capped at trainer.max_epochs_cap)."""
+    epochs = int(cfg.trainer.max_epochs)
+    if cfg.trainer.scale_epochs_by_fraction and cfg.data.train_fraction < 1:
+        epochs = min(int(cfg.trainer.max_epochs_cap), math.ceil(epochs / float(cfg.data.train_fraction) - 1e-9))
+    return epochs
 
 
 def to_dict(node: Any) -> dict[str, Any]:
@@ -411,6 +429,16 @@ def validate_sweep(cfg: DictConfig) -> dict:
         raise ConfigError("sweep.replicates", sw.replicates, "must be an integer >= 0")
     if not 0 < sw.alpha < 1:
         raise ConfigError("sweep.alpha", sw.alpha, "must be in (0, 1)")
+    if sw.replicates_max is not None and (not isinstance(sw.replicates_max, int) or sw.replicates_max < sw.replicates):
+        raise ConfigError("sweep.replicates_max", sw.replicates_max, f"must be an integer >= sweep.replicates ({sw.replicates}) or null")
+    if not isinstance(sw.margin, (int, float)) or isinstance(sw.margin, bool) or not math.isfinite(sw.margin) or sw.margin < 0:
+        raise ConfigError("sweep.margin", sw.margin, "must be a number >= 0 (accuracy points, e.g. 0.5)")
+    if not isinstance(sw.timing_repeats, int) or sw.timing_repeats < 0:
+        raise ConfigError("sweep.timing_repeats", sw.timing_repeats, "must be an integer >= 0")
+    refs = dict(sw.references or {})
+    if sw.claim_reference is not None and refs and sw.claim_reference not in refs:  # no references at all: claim not replicated
+        raise ConfigError("sweep.claim_reference", sw.claim_reference, f"must name a sweep.references entry: {', '.join(refs) or 'none'}")
+    _check_replicate_seeds(cfg)
     if not params:
         raise ConfigError("sweep.params", params, "a sweep needs at least one searched parameter")
     space = search_space.parse(params)
@@ -433,3 +461,37 @@ def validate_sweep(cfg: DictConfig) -> dict:
 
 
 _ABSENT = object()
+
+
+def looks(sweep: Any) -> int:
+    """Replication looks: 2 when sweep.replicates_max asks for a second one (each look tested at alpha/2)."""
+    return 2 if (sweep.replicates_max or 0) > sweep.replicates else 1
+
+
+def replicate_seeds(cfg: DictConfig, count: int | None = None) -> list[int]:
+    """The seeds replicates use: sweep.replicate_seed (default seed + 1000) onwards, never a search seed."""
+    sw = cfg.sweep
+    first = int(sw.replicate_seed) if sw.replicate_seed is not None else int(cfg.seed) + 1000
+    n = count if count is not None else max(int(sw.replicates), int(sw.replicates_max or 0))
+    return list(range(first, first + n))
+
+
+def _check_replicate_seeds(cfg: DictConfig) -> None:
+    sw = cfg.sweep
+    if sw.replicate_seed is not None and (not isinstance(sw.replicate_seed, int) or not 0 <= sw.replicate_seed < 2**32):
+        raise ConfigError("sweep.replicate_seed", sw.replicate_seed, "must be an integer in [0, 2**32) or null (seed + 1000)")
+    searched = to_dict(sw.params).get("seed")
+    search_seeds = {int(cfg.seed)}
+    if searched is not None:  # a grid over seeds (data_size, depth): those are search seeds too
+        from . import search_space
+
+        dist = search_space.to_distribution("seed", str(searched.get("values") if isinstance(searched, dict) else searched))
+        search_seeds |= {int(c) for c in getattr(dist, "choices", ())}
+    clash = sorted(search_seeds & set(replicate_seeds(cfg))) if sw.replicates else []
+    if clash:
+        raise ConfigError(
+            "sweep.replicate_seed",
+            sw.replicate_seed,
+            f"replicate seeds would reuse the search seed {clash[0]} "
+            "(a winner's curse); choose seeds the search never used, e.g. null (seed + 1000)",
+        )

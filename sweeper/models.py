@@ -9,15 +9,47 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
+
+
+class _Ghost:
+    """Ghost batch norm: in training, statistics come from sub-batches of ``ghost`` rows (a trailing
+    sub-batch of one row joins the previous one). Smaller ghost batches mean noisier statistics: BN's
+    regularizing effect, changed without changing the optimizer's batch size. Eval uses running statistics."""
+
+    ghost: int | None = None
+    training: bool
+
+    def forward(self, x):
+        g = self.ghost
+        if not self.training or g is None or x.shape[0] <= g:
+            return super().forward(x)  # type: ignore[misc]
+        chunks = list(x.split(g))
+        if chunks[-1].shape[0] < 2:
+            chunks[-2:] = [torch.cat(chunks[-2:])]
+        return torch.cat([super(_Ghost, self).forward(c) for c in chunks])  # type: ignore[misc]
+
+
+class GhostBatchNorm1d(_Ghost, nn.BatchNorm1d):
+    def __init__(self, n: int, momentum: float, ghost: int | None):
+        super().__init__(n, momentum=momentum)
+        self.ghost = ghost
+
+
+class GhostBatchNorm2d(_Ghost, nn.BatchNorm2d):
+    def __init__(self, n: int, momentum: float, ghost: int | None):
+        super().__init__(n, momentum=momentum)
+        self.ghost = ghost
+
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
 
 
 def _dense_head(
-    n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool, momentum: float
+    n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool, momentum: float, ghost: int | None = None
 ) -> list[nn.Module]:
     """Hidden blocks Linear -> [BatchNorm1d] -> activation -> [Dropout], then the output Linear."""
     layers: list[nn.Module] = []
@@ -25,7 +57,7 @@ def _dense_head(
     for a, b in zip(sizes, sizes[1:]):
         layers.append(nn.Linear(a, b))
         if batchnorm:
-            layers.append(nn.BatchNorm1d(b, momentum=momentum))
+            layers.append(nn.BatchNorm1d(b, momentum=momentum) if ghost is None else GhostBatchNorm1d(b, momentum, ghost))
         layers.append(ACTIVATIONS[act]())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -34,10 +66,11 @@ def _dense_head(
 
 
 class MLP(nn.Module):
-    def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1):
+    def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1, bn_ghost=None):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Flatten(), *_dense_head(math.prod(input_shape), list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum)
+            nn.Flatten(),
+            *_dense_head(math.prod(input_shape), list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum, bn_ghost),
         )
 
     def forward(self, x):
@@ -45,21 +78,25 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    def __init__(self, input_shape, n_classes, channels, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1):
+    def __init__(
+        self, input_shape, n_classes, channels, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1, bn_ghost=None
+    ):
         super().__init__()
         c, h, w = input_shape
         layers: list[nn.Module] = []
         for out in channels:
             layers.append(nn.Conv2d(c, out, 3, padding=1))
             if batchnorm:
-                layers.append(nn.BatchNorm2d(out, momentum=bn_momentum))
+                layers.append(
+                    nn.BatchNorm2d(out, momentum=bn_momentum) if bn_ghost is None else GhostBatchNorm2d(out, bn_momentum, bn_ghost)
+                )
             layers.append(ACTIVATIONS[activation]())
             if min(h, w) >= 2:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = out
         layers.append(nn.Flatten())
-        layers += _dense_head(c * h * w, list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum)
+        layers += _dense_head(c * h * w, list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum, bn_ghost)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -96,7 +96,7 @@ class RegularizedModule(pl.LightningModule):
         self.manual_backward(task if pen is None else task + pen)
         opt.step()
         for r in self._post_step:
-            r.after_step(self._weights, self.lr)
+            r.after_step(self._weights, self.lr, opt)
         n = len(y)
         self._seen += n
         if pen is None:

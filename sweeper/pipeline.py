@@ -64,13 +64,17 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     made = record_study(study, cfg, tracker, parent, c)
     print(f"parent run {parent} in experiment {study.study_name!r}: plots {', '.join(made) or 'none'}")
     if c["complete"]:
+        from .costs import measure_costs
         from .registry import register_recommended
-        from .replicate import replicate
+        from .replicate import candidates, replicate
         from .report import print_table, write_report
 
-        # 5. replication over fresh seeds, 6. the report, 7. the registered model
+        # 5. replication over fresh seeds, 6. interleaved cost timings, 7. the report, 8. the registered model
         t0 = time.perf_counter()
         n_rep = replicate(study, cfg, worker_argv, tracker, parent)
+        if cfg.sweep.replicates and not cfg.sweep.axis:
+            configs = {c.key: c.overrides for c in candidates(study, cfg)}
+            measure_costs(cfg, worker_argv, configs, tracker, parent, study.study_name)
         t1 = time.perf_counter()
         report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
         t2 = time.perf_counter()

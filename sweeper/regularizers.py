@@ -46,8 +46,8 @@ class Regularizer:
     def penalty(self, weights: list[torch.Tensor]) -> torch.Tensor | None:
         return None
 
-    def after_step(self, weights: list[torch.Tensor], lr: float) -> None:
-        pass
+    def after_step(self, weights: list[torch.Tensor], lr: float, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Runs after each optimizer step (``optimizer`` is the one that just stepped, for its state)."""
 
     def optimizer_options(self) -> dict[str, Any]:
         return {}
@@ -58,6 +58,18 @@ class Regularizer:
     @property
     def needs_after_step(self) -> bool:
         return type(self).after_step is not Regularizer.after_step
+
+
+def _proximal_step(w: torch.Tensor, lr: float, optimizer: torch.optim.Optimizer | None) -> torch.Tensor | float:
+    """The size of the step the optimizer just took for each element of ``w`` per unit of gradient."""
+    state = optimizer.state.get(w, {}) if optimizer is not None else {}
+    if "exp_avg_sq" not in state:  # SGD (with or without momentum), or before Adam's first step
+        return lr
+    group = next(g for g in optimizer.param_groups if any(p is w for p in g["params"]))  # type: ignore[union-attr]
+    beta2, eps = group["betas"][1], group["eps"]
+    step = float(state["step"])
+    v_hat = state["exp_avg_sq"] / (1 - beta2**step)
+    return group["lr"] / (v_hat.sqrt() + eps)
 
 
 def _non_negative(values: dict, key: str) -> None:
@@ -87,12 +99,20 @@ class L1(Regularizer):
             return None  # handled exactly by the soft-threshold step, not by its subgradient
         return self.values["l1"] * sum(w.abs().sum() for w in weights)
 
-    def after_step(self, weights, lr):
+    def after_step(self, weights, lr, optimizer=None):
+        """Soft-threshold each weight by the step the optimizer actually took for it.
+
+        The proximal operator of ``lambda*|w|`` for a step of size ``s`` is ``sign(w) max(|w| - s*lambda, 0)``.
+        SGD's step size is ``lr`` for every weight. Adam's (and AdamW's) per-weight step is
+        ``lr / (sqrt(v_hat) + eps)`` with ``v_hat = exp_avg_sq / (1 - beta2**t)``, so its threshold is
+        ``lr*lambda / (sqrt(v_hat) + eps)``: a flat ``lr*lambda`` would be tiny next to Adam's actual steps
+        and give almost no exact zeros at the strengths people search."""
         if not self.values["proximal"]:
             return
-        threshold = lr * self.values["l1"]
+        lam = float(self.values["l1"])
         with torch.no_grad():
             for w in weights:
+                threshold = _proximal_step(w, lr, optimizer) * lam
                 w.copy_(torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0))
 
     @property
@@ -163,10 +183,13 @@ class Dropout(Regularizer):
 
 
 class BatchNorm(Regularizer):
-    """Batch norm after each hidden Linear/Conv, before the activation; no loss term."""
+    """Batch norm after each hidden Linear/Conv, before the activation; no loss term.
+
+    Its regularizing effect is the noise of mini-batch statistics; ``bn_ghost`` (ghost batch size) sets
+    that noise without changing the optimizer's batch size (null: the whole mini-batch)."""
 
     name = "batchnorm"
-    params = {"batchnorm": False, "bn_momentum": 0.1}
+    params = {"batchnorm": False, "bn_momentum": 0.1, "bn_ghost": None}
 
     @classmethod
     def is_active(cls, values):
@@ -179,9 +202,13 @@ class BatchNorm(Regularizer):
         m = values["bn_momentum"]
         if not isinstance(m, (int, float)) or not 0 < m <= 1:
             raise ConfigError("regularizer.bn_momentum", m, "must be in (0, 1]")
+        g = values["bn_ghost"]
+        if g is not None and (not isinstance(g, int) or isinstance(g, bool) or g < 2):
+            raise ConfigError("regularizer.bn_ghost", g, "ghost batch size must be an integer >= 2 (or null: the whole mini-batch)")
 
     def model_options(self):
-        return {"batchnorm": True, "bn_momentum": float(self.values["bn_momentum"])}
+        ghost = self.values["bn_ghost"]
+        return {"batchnorm": True, "bn_momentum": float(self.values["bn_momentum"]), "bn_ghost": None if ghost is None else int(ghost)}
 
 
 class RestoringEarlyStopping(_LightningEarlyStopping):

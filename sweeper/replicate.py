@@ -1,16 +1,29 @@
-"""Retrain each technique's best configuration (and named reference configs) over K seeds.
+"""Retrain each technique's best configuration (and named reference configs) over fresh seeds.
+
+Selection happened on validation during the search; replicates confirm on test. Their seeds come
+from ``config.replicate_seeds`` (``sweep.replicate_seed``, default ``seed + 1000``), which the search
+never used, for every row including the baseline: replicate 0 of a tuned technique is never the
+search's lucky winner itself (no winner's curse). Every row gets the same seeds, so the report
+compares rows paired by seed.
+
+With ``sweep.replicates_max > sweep.replicates`` replication has two looks (docs/statistics.md):
+look 1 runs ``replicates`` seeds for every row; look 2 adds seeds up to ``replicates_max`` to the
+baseline and to up to ``LEADERS`` inconclusive leaders (not significant, test point estimate above
+the baseline, ranked by validation accuracy). Each look is tested at alpha/2 (Bonferroni over the
+looks), so the family-wise error rate stays at alpha whatever look 2 does.
 
 Replicates are MLflow runs nested under the study's parent run, tagged ``role=replicate``,
-``replicate_of`` (the technique label or ``ref:<name>``), ``seed`` and ``source_trial``. They
-are the only runs that evaluate the test split. A replicate that already finished is found in
-MLflow and not redone, so an interrupted replication resumes where it stopped. The first seed of
-each configuration also logs its model (``mlflow.pytorch.log_model`` with signature and example).
+``replicate_of`` (the technique label or ``ref:<name>``), ``seed``, ``source_trial`` and ``look``.
+They are the only runs of a study that evaluate the test split. A replicate that already finished is
+found in MLflow and not redone, so an interrupted replication resumes where it stopped. The first seed
+of each configuration also logs its model (``mlflow.pytorch.log_model`` with signature and example).
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -19,6 +32,8 @@ from optuna.trial import TrialState
 from . import config as config_mod
 from .study import slots
 from .tracking import Tracker
+
+LEADERS = 3  # at most this many inconclusive techniques get look-2 seeds
 
 
 @dataclass
@@ -29,11 +44,11 @@ class Candidate:
 
 
 def best_per_technique(study: optuna.Study, cfg: DictConfig) -> list[Candidate]:
-    """The best completed trial of every technique in the study (by the first objective)."""
+    """The best completed trial of every technique in the study (by the first objective, on validation)."""
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best: dict[str, optuna.trial.FrozenTrial] = {}
     for t in slots(study.get_trials(deepcopy=False)):
-        if t.state != TrialState.COMPLETE:
+        if t.state != TrialState.COMPLETE or t.values is None:
             continue
         label = t.user_attrs.get("technique", "?")
         cur = best.get(label)
@@ -53,21 +68,56 @@ def done_replicates(tracker: Tracker, parent: str) -> set[tuple[str, int]]:
 
 
 def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tracker, parent: str) -> int:
-    """Run the missing replicates; returns how many were run now."""
-    from .trial import prepare, run_trial
-
+    """Run the missing replicates of every look; returns how many were run now."""
     k = int(cfg.sweep.replicates)
     if k == 0 or cfg.sweep.axis:
         return 0
+    cands = candidates(study, cfg)
+    ran = _run(cands, config_mod.replicate_seeds(cfg, k), 1, study, cfg, argv, tracker, parent)
+    if config_mod.looks(cfg.sweep) == 2:
+        extend = second_look(tracker, study.study_name, cands)
+        if extend:
+            print(f"look 2: adding seeds to {', '.join(c.key for c in extend if c.key != 'none')} and the baseline", file=sys.stderr)
+        ran += _run(extend, config_mod.replicate_seeds(cfg), 2, study, cfg, argv, tracker, parent)
+    return ran
+
+
+def second_look(tracker: Tracker, experiment: str, cands: list[Candidate]) -> list[Candidate]:
+    """The baseline plus the inconclusive leaders after look 1 (decided from the MLflow store alone)."""
+    from .report import build_rows, collect
+
+    rows = build_rows(collect(tracker, experiment))
+    open_rows = [
+        r
+        for r in rows
+        if r.comparison is not None and not r.key.startswith("ref:") and not r.comparison.significant and r.comparison.diff > 0
+    ]
+    open_rows.sort(key=lambda r: -(r.val_rep.mean if r.val_rep else 0.0))
+    keys = {"none"} | {r.key for r in open_rows[:LEADERS]}
+    return [c for c in cands if c.key in keys] if len(keys) > 1 else []
+
+
+def _run(
+    cands: list[Candidate],
+    seeds: list[int],
+    look: int,
+    study: optuna.Study,
+    cfg: DictConfig,
+    argv: list[str],
+    tracker: Tracker,
+    parent: str,
+) -> int:
+    from .trial import prepare, run_trial
+
     done = done_replicates(tracker, parent)
-    todo = [(c, i) for c in candidates(study, cfg) for i in range(k) if (c.key, cfg.seed + i) not in done]
-    for n, (cand, i) in enumerate(todo, 1):
-        seed = int(cfg.seed) + i
+    first = seeds[0]
+    todo = [(c, s) for c in cands for s in seeds if (c.key, s) not in done]
+    for n, (cand, seed) in enumerate(todo, 1):
         print(f"replicate {n}/{len(todo)}: {cand.key} seed={seed}", file=sys.stderr)
         rep_cfg = config_mod.load(argv + cand.overrides + [f"seed={seed}"])
         prepared = prepare(rep_cfg)
 
-        def log_model(run_id, model, splits):  # the first seed of each configuration keeps its model
+        def log_model(run_id: str, model: Any, splits: Any) -> None:  # the first seed of each configuration keeps its model
             uri = tracker.log_model(run_id, model, splits.x_test[:2])
             tracker.set_tags(run_id, {"model_uri": uri})
 
@@ -78,12 +128,13 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
             run_name=f"{study.study_name}-{cand.key}-seed{seed}",
             parent_run_id=parent,
             evaluate_test=True,
-            before_end=log_model if i == 0 else None,
+            before_end=log_model if seed == first else None,
             tags={
                 "role": "replicate",
                 "study": study.study_name,
                 "replicate_of": cand.key,
                 "seed": seed,
+                "look": look,
                 "overrides": " ".join(cand.overrides),
                 "source_trial": "" if cand.source_trial is None else cand.source_trial,
             },

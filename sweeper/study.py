@@ -194,6 +194,10 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchP
             "searched_params": json.dumps(list(space)),
             "axis": cfg.sweep.axis or "",
             "alpha": cfg.sweep.alpha,
+            "looks": config_mod.looks(cfg.sweep),
+            "margin": cfg.sweep.margin,
+            "claim": cfg.sweep.claim or "",
+            "claim_reference": cfg.sweep.claim_reference or "",
         },
     )
     _top_up_slots(study, cfg.sweep)

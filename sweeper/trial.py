@@ -21,6 +21,7 @@ from optuna.exceptions import TrialPruned
 
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
+from .config import max_epochs as config_max_epochs
 from .data import Splits, TensorDataModule, load_splits
 from .errors import TrackingUnavailable, TrialFailed
 from .models import build_model, count_parameters
@@ -46,6 +47,7 @@ class TrialResult:
     reason: str | None = None
     run_id: str | None = None
     model: Any = None
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch's training loop alone
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -59,8 +61,18 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 
 class _History(pl.Callback):
-    def __init__(self):
+    """Per-epoch metrics, and the wall time of each epoch's training loop (validation excluded)."""
+
+    def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self.seconds: list[float] = []
+        self._t0 = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.seconds.append(time.perf_counter() - self._t0)
 
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking and pl_module.epoch_metrics:
@@ -127,7 +139,7 @@ def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dic
 
 def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
     return pl.Trainer(
-        max_epochs=cfg.trainer.max_epochs,
+        max_epochs=config_max_epochs(cfg),
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         deterministic=cfg.trainer.deterministic,
@@ -193,7 +205,7 @@ def run_trial(
             # val_acc/val_loss are per-epoch series; the final model's go in as final_*
             tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=len(history.epochs))
             tracker.end_run(run_id, mlflow_status)
-        return TrialResult(status, metrics or {}, history.epochs, reason, run_id)
+        return TrialResult(status, metrics or {}, history.epochs, reason, run_id, epoch_seconds=history.seconds)
 
     trainer = _trainer(cfg, all_callbacks)
     try:

@@ -212,8 +212,9 @@ class Worker:
                 **({"axis_value": trial.params.get(axis)} if axis else {}),
             },
             on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
-            evaluate_test=False,
-        )  # search trials never see the test split
+            # search trials never see the test split; grid sweeps (axis) select nothing and are scored on it
+            evaluate_test=bool(axis),
+        )
         trial.set_user_attr("epochs_trained", len(result.history))
         if result.status == "completed":
             missing = [m for m, _ in self.objectives if m not in result.metrics]

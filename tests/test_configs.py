@@ -34,3 +34,17 @@ def test_every_shipped_sweep_composes_and_validates(name):
     space = config.validate_sweep(cfg)
     assert space, name
     assert config.n_trials(cfg.sweep) > 0
+
+
+@pytest.mark.parametrize("fraction,epochs", [(1.0, 20), (0.5, 40), (0.25, 80), (0.1, 200), (0.05, 200)])
+def test_data_size_keeps_the_optimizer_step_budget(fraction, epochs):
+    cfg = config.load(["+sweep=data_size", f"data.train_fraction={fraction}"])
+    assert config.max_epochs(cfg) == epochs  # 20 epochs at 100%, capped at trainer.max_epochs_cap=200
+    assert config.max_epochs(config.load([f"data.train_fraction={fraction}"])) == 10  # plain runs: max_epochs as given
+
+
+def test_replicate_seeds_default_to_seed_plus_1000_and_cover_replicates_max():
+    cfg = config.load(["+sweep=dropout", "seed=3", "sweep.replicates_max=8"])
+    assert config.replicate_seeds(cfg) == list(range(1003, 1011)) and config.replicate_seeds(cfg, 5) == list(range(1003, 1008))
+    assert config.looks(cfg.sweep) == 2 and config.looks(config.load(["+sweep=dropout"]).sweep) == 1
+    assert config.load(["+sweep=dropout", "sweep.references=null"]).sweep.references is None

@@ -39,7 +39,7 @@ def test_l1_and_l2_penalty_equal_closed_form_over_weights_only():
 def test_proximal_l1_gives_exact_zeros_and_more_than_l2():
     results = {}
     for name, overrides in {
-        "prox": ["regularizer=l1", "regularizer.l1=0.1", "regularizer.proximal=true"],
+        "prox": ["regularizer=l1", "regularizer.l1=1e-4", "regularizer.proximal=true"],  # the l1 option's default strength
         "l2": ["regularizer=l2", "regularizer.l2=0.1"],
     }.items():
         cfg = config.load(tiny("trainer.max_epochs=3", *overrides))
@@ -50,8 +50,64 @@ def test_proximal_l1_gives_exact_zeros_and_more_than_l2():
 
 def test_proximal_step_is_soft_threshold():
     w = torch.tensor([[-0.5, -0.01, 0.0, 0.02, 0.3]])
-    regularizers.L1({"l1": 0.1, "proximal": True}).after_step([w], lr=0.2)  # threshold 0.02
+    regularizers.L1({"l1": 0.1, "proximal": True}).after_step([w], lr=0.2)  # no optimizer state: threshold lr*l1 = 0.02
     assert torch.allclose(w, torch.tensor([[-0.48, 0.0, 0.0, 0.0, 0.28]]))
+
+
+def _one_step(opt_name, w0, g, lr, lam):
+    """One optimizer step on loss = sum(g * w) (gradient g), then the proximal L1 step with the optimizer's state."""
+    w = torch.nn.Parameter(w0.clone())
+    opt = {
+        "adam": lambda: torch.optim.Adam([w], lr=lr),
+        "adamw": lambda: torch.optim.AdamW([w], lr=lr, weight_decay=0.0),
+        "sgd": lambda: torch.optim.SGD([w], lr=lr, momentum=0.9),
+    }[opt_name]()
+    opt.zero_grad()
+    (g * w).sum().backward()
+    opt.step()
+    regularizers.L1({"l1": lam, "proximal": True}).after_step([w], lr, opt)
+    return w.detach()
+
+
+def soft(x, t):
+    return torch.sign(x) * torch.clamp(x.abs() - t, min=0.0)
+
+
+@pytest.mark.parametrize("opt_name", ["adam", "adamw"])
+def test_proximal_l1_with_adam_thresholds_each_weight_by_its_own_step(opt_name):
+    """Closed form after Adam's first step: m_hat = g, v_hat = g^2, so the update is lr*g/(|g|+eps) and the
+    proximal threshold is lr*lambda/(|g|+eps), per weight: weights with small gradients get large thresholds."""
+    w0 = torch.tensor([0.05, -0.02, 0.3, -0.4, 0.001])
+    g = torch.tensor([1e-3, -2e-2, 0.5, -1.0, 1e-4])
+    lr, lam, eps = 1e-2, 1e-3, 1e-8
+    step = lr / (g.abs() + eps)
+    expected = soft(w0 - step * g, step * lam)
+    assert torch.allclose(_one_step(opt_name, w0, g, lr, lam), expected, atol=1e-7)
+    flat = soft(w0 - step * g, lr * lam)  # the old rule: a flat lr*lambda misses Adam's per-weight steps
+    assert not torch.allclose(expected, flat)
+
+
+def test_proximal_l1_with_sgd_uses_lr_times_lambda():
+    w0 = torch.tensor([0.05, -0.02, 0.3])
+    g = torch.tensor([0.1, -0.2, 0.5])
+    lr, lam = 0.1, 0.5
+    assert torch.allclose(_one_step("sgd", w0, g, lr, lam), soft(w0 - lr * g, lr * lam), atol=1e-7)
+
+
+def test_ghost_batch_norm_uses_sub_batch_statistics_in_training_and_running_stats_in_eval():
+    from sweeper.models import GhostBatchNorm1d
+
+    torch.manual_seed(0)
+    x = torch.randn(9, 3) + torch.arange(9.0)[:, None]  # sub-batches with different means
+    ghost = GhostBatchNorm1d(3, momentum=0.1, ghost=4)
+    plain = torch.nn.BatchNorm1d(3, momentum=0.1)
+    out = ghost.train()(x)
+    # chunks of 4, 4 and 1 -> the single trailing row joins the previous chunk: 4 + 5
+    expected = torch.cat([plain.train()(x[:4]), plain.train()(x[4:])])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert not torch.allclose(out, torch.nn.BatchNorm1d(3).train()(x), atol=1e-3)
+    ghost.eval()
+    assert torch.allclose(ghost(x), (x - ghost.running_mean) / torch.sqrt(ghost.running_var + ghost.eps), atol=1e-5)
 
 
 def test_dropout_identity_in_eval_and_keeps_expected_activation_in_train():

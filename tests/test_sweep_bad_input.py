@@ -20,6 +20,19 @@ BAD = [
     (sweep_args("dropout", "sweep.metric=test_acc"), "sweep.metric: 'test_acc'", "reporting only"),
     (sweep_args("dropout", "sweep.sampler.name=grid"), "sweep.params.regularizer.p", "grid sampler needs"),
     (sweep_args("dropout", "storage=redis://localhost:6379/0"), "storage: 'redis://localhost:6379/0'", "supported: sqlite, postgresql"),
+    (sweep_args("dropout", "sweep.margin=-0.5"), "sweep.margin: -0.5", "number >= 0"),
+    (sweep_args("dropout", "sweep.replicates_max=3"), "sweep.replicates_max: 3", "integer >= sweep.replicates (5)"),
+    (
+        sweep_args("dropout", "sweep.replicate_seed=abc"),
+        "sweep.replicate_seed: 'abc'",
+        "Value 'abc' of type 'str' could not be converted to Integer",
+    ),
+    (sweep_args("dropout", "sweep.replicate_seed=1.5"), "sweep.replicate_seed: '1.5'", "could not be converted to Integer"),
+    (sweep_args("dropout", "sweep.replicate_seed=-3"), "sweep.replicate_seed: -3", "integer in [0, 2**32)"),
+    (sweep_args("dropout", "seed=7", "sweep.replicate_seed=5"), "sweep.replicate_seed: 5", "would reuse the search seed 7"),
+    (sweep_args("dropout", "sweep.timing_repeats=-1"), "sweep.timing_repeats: -1", "integer >= 0"),
+    (sweep_args("dropout", "sweep.claim_reference=nope"), "sweep.claim_reference: 'nope'", "seed_dropout_0.2"),
+    (sweep_args("batchnorm", "regularizer.bn_ghost=1"), "regularizer.bn_ghost: 1", "integer >= 2"),
 ]
 
 

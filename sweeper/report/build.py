@@ -33,7 +33,7 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     axis_rows = axis_table(data)
     choice = accuracy_choice(rows)
     recs = (
-        recommend(rows, axis_rows, data.axis, choice)
+        recommend(rows, axis_rows, data.axis, choice, data.margin)
         if rows
         else ([("small data", _small_data(axis_rows, data.axis))] if axis_rows else [])
     )

@@ -21,6 +21,15 @@ class StudyData:
     axis: str | None
     alpha: float
     histories: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # replicate key -> curves
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)  # replicate key -> cost-probe metrics
+    looks: int = 1  # replication looks; each is tested at alpha / looks
+    margin: float = 0.5  # equivalence margin, accuracy points
+    claim: str = ""
+    claim_reference: str = ""
+
+    @property
+    def alpha_per_look(self) -> float:
+        return self.alpha / self.looks
 
 
 def collect(tracker: Tracker, experiment: str) -> StudyData:
@@ -51,7 +60,18 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         json.loads(tags.get("searched_params", "[]")),
         tags.get("axis") or None,
         float(tags.get("alpha", 0.05)),
+        looks=int(tags.get("looks", 1)),
+        margin=float(tags.get("margin", 0.5)),
+        claim=tags.get("claim", ""),
+        claim_reference=tags.get("claim_reference", ""),
     )
+    for r in runs:
+        if (
+            r.data.tags.get("role") == "cost"
+            and r.info.status == "FINISHED"
+            and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        ):
+            data.costs[r.data.tags["replicate_of"]] = dict(r.data.metrics)
     first_seed: dict[str, Any] = {}
     for r in reps:
         key, seed = r.data.tags["replicate_of"], int(r.data.tags["seed"])

@@ -6,30 +6,53 @@ import base64
 import csv
 import html
 from pathlib import Path
+from typing import Any
 
 from .collect import StudyData
-from .recommend import pts as _pts
+from .recommend import _acc, ci_pts, power_text, pts, ratio_text
 from .rows import BASELINE, Row
 
 HEAD = [
     "technique",
     "best params",
-    "val acc",
+    "search val acc",
+    "replicate val acc",
     "test acc mean",
     "95% CI",
     "vs baseline",
-    "p-value",
+    "diff 95% CI",
+    "test",
+    "p",
+    "Holm p",
     "verdict",
+    "MDE (80% power)",
     "gen gap",
     "exact zeros",
     "|w|<1e-3",
     "weight L2",
+    "training cost (x base)",
     "epoch time (x base)",
     "inference (x base)",
     "extra params",
-    "epochs to best/stop",
+    "epochs trained",
+    "best epoch",
     "seeds",
 ]
+TERMINAL = [
+    "technique",
+    "test acc mean",
+    "vs baseline",
+    "diff 95% CI",
+    "Holm p",
+    "verdict",
+    "exact zeros",
+    "training cost (x base)",
+    "seeds",
+]
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else f"{p:.3g}"
 
 
 def table_rows(rows: list[Row]) -> list[list[str]]:
@@ -42,26 +65,36 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                 r.key,
                 r.params,
                 "" if r.val_acc is None else f"{r.val_acc:.4f}",
+                "" if r.val_rep is None else f"{r.val_rep.mean:.4f}",
                 f"{r.test.mean:.4f}",
                 ci,
-                "-" if c is None else _pts(c.diff),
-                "-" if c is None or c.p_value is None else f"{c.p_value:.3g}",
+                "-" if c is None else pts(c.diff),
+                "-" if c is None else ci_pts(c.ci_low, c.ci_high).strip() or "n/a",
+                "-" if c is None else c.test,
+                "-" if c is None else _p(c.p_value),
+                "-" if c is None else _p(c.p_adjusted),
                 "baseline" if c is None else c.reason,
+                "-" if c is None or c.mde is None else f"{c.mde * 100:.2f} points",
                 f"{r.gen_gap:.4f}",
                 f"{r.sparsity_zero * 100:.1f}%",
                 f"{r.sparsity_1e3 * 100:.1f}%",
                 f"{r.weight_l2:.2f}",
-                f"{r.epoch_time_rel:.2f}",
-                f"{r.inference_rel:.2f}",
+                ratio_text(r.training_cost),
+                ratio_text(r.epoch_cost),
+                ratio_text(r.inference_cost),
                 f"{r.extra_params:+.0f}",
-                f"{r.epochs_to_best:.1f}",
+                f"{r.epochs_trained:.1f}",
+                f"{r.best_epoch:.1f}",
                 str(r.test.n),
             ]
         )
     return out
 
 
-def axis_rows_text(axis_rows: list[dict]) -> list[list[str]]:
+AXIS_HEAD = ["technique", "axis value", "acc mean", "95% CI", "vs baseline", "diff 95% CI", "test", "p", "Holm p", "verdict", "seeds"]
+
+
+def axis_rows_text(axis_rows: list[dict[str, Any]]) -> list[list[str]]:
     out = []
     for r in axis_rows:
         s, c = r["summary"], r["comparison"]
@@ -72,8 +105,11 @@ def axis_rows_text(axis_rows: list[dict]) -> list[list[str]]:
                 str(r["axis"]),
                 f"{s.mean:.4f}",
                 ci,
-                "-" if c is None else _pts(c.diff),
-                "-" if c is None or c.p_value is None else f"{c.p_value:.3g}",
+                "-" if c is None else pts(c.diff),
+                "-" if c is None else ci_pts(c.ci_low, c.ci_high).strip() or "n/a",
+                "-" if c is None else c.test,
+                "-" if c is None else _p(c.p_value),
+                "-" if c is None else _p(c.p_adjusted),
                 "baseline" if c is None else c.reason,
                 str(r["n"]),
             ]
@@ -81,7 +117,56 @@ def axis_rows_text(axis_rows: list[dict]) -> list[list[str]]:
     return out
 
 
-AXIS_HEAD = ["technique", "axis value", "val acc mean", "95% CI", "vs baseline", "p-value", "verdict", "seeds"]
+def method_text(data: StudyData, rows: list[Row], axis_rows: list[dict[str, Any]]) -> str:
+    """The rules this report followed, stated where the numbers are."""
+    n_done = sum(1 for r in data.trials if r.data.tags.get("state") in ("completed", "pruned"))
+    objective = ", ".join(f"{m} ({d})" for m, d in data.objectives)
+    if axis_rows:
+        metric = "test" if axis_rows[0].get("metric") == "test_acc" else "validation"
+        family = sum(r["comparison"] is not None for r in axis_rows)
+        return (
+            f"Study `{data.experiment}`: {n_done} finished trials of a grid that selects nothing, so each cell is scored on "
+            f"the {metric} split. Each cell is compared with the baseline at the same axis value, paired by seed; the "
+            f"{family} comparisons form one family, Holm-adjusted at alpha={data.alpha:g}."
+        )
+    family = sum(r.comparison is not None for r in rows)
+    seeds = sorted({s for r in rows for s in r.seeds})
+    looks = (
+        f" Replication had two looks ({data.looks}), each tested at alpha/{data.looks}={data.alpha_per_look:g}, so the "
+        f"family-wise error rate stays at {data.alpha:g}."
+        if data.looks > 1
+        else ""
+    )
+    return (
+        f"Study `{data.experiment}`: {n_done} finished trials, objective {objective}. The search selected each technique's "
+        f"configuration on validation; replicates confirm on test with seeds the search never used "
+        f"({', '.join(map(str, seeds[:12]))}{', ...' if len(seeds) > 12 else ''}), the same seeds for every row. "
+        f"'vs baseline' is the mean per-seed difference (paired t-test; Welch where rows cannot pair) with its 95% CI. "
+        f"The {family} comparisons with the baseline (every technique and reference) form one family: p-values are "
+        f"Holm-adjusted at alpha={data.alpha_per_look:g} and verdicts use the adjusted value.{looks} 'As accurate as the "
+        f"baseline' needs the difference's 95% CI above -{data.margin:g} points. MDE is the smallest true difference these "
+        f"seeds detect with 80% power at the strictest Holm level. Costs are interleaved single-model timings against the "
+        f"baseline (median ratio, 95% CI); training cost = epoch-time ratio x epochs trained."
+    )
+
+
+def claim_section(data: StudyData, rows: list[Row]) -> list[str]:
+    """The published claim a sweep checks (e.g. the seed network's dropout claim), answered properly."""
+    if not data.claim or not data.claim_reference:
+        return []
+    row = next((r for r in rows if r.key == f"ref:{data.claim_reference}"), None)
+    if row is None or row.comparison is None:
+        return [f"Claim: {data.claim}", "", "Not replicated in this study: no answer."]
+    c = row.comparison
+    verdict = "confirmed" if c.significant and c.diff > 0 else ("contradicted" if c.significant else "not confirmed beyond noise")
+    power = power_text(row)
+    return [
+        f"Claim: {data.claim}",
+        "",
+        f"Here ({row.params}; {c.n} paired seeds the search never used): {_acc(row)}, {pts(c.diff)}"
+        f"{ci_pts(c.ci_low, c.ci_high)} vs the baseline ({c.test}, p={_p(c.p_value)}, Holm p={_p(c.p_adjusted)}), "
+        f"MDE {'-' if c.mde is None else f'{c.mde * 100:.2f} points'}. Verdict: {verdict}" + (f"; {power}." if power else "."),
+    ]
 
 
 def _md_table(head, body) -> str:
@@ -97,20 +182,20 @@ def _html_table(head, body) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
-def render(data: StudyData, rows: list[Row], axis_rows: list[dict], recs, plots: dict[str, str], folder: Path) -> None:
+def render(
+    data: StudyData, rows: list[Row], axis_rows: list[dict[str, Any]], recs: list[tuple[str, str]], plots: dict[str, str], folder: Path
+) -> None:
     title = f"Regularization report: {data.experiment}"
-    objective = ", ".join(f"{m} ({d})" for m, d in data.objectives)
-    n_done = sum(1 for r in data.trials if r.data.tags.get("state") in ("completed", "pruned"))
-    intro = (
-        f"Study `{data.experiment}`: {n_done} finished trials, objective {objective}. Test accuracy is the mean "
-        f"over the replicated seeds with a t-based 95% confidence interval; 'vs baseline' is a Welch t-test "
-        f"(alpha={data.alpha}). Times and latencies are relative to the baseline."
-    )
+    intro = method_text(data, rows, axis_rows)
     refs = [r for r in rows if r.key.startswith("ref:")]
     main_rows = [r for r in rows if not r.key.startswith("ref:")]
     base = [r for r in rows if r.key == BASELINE]
     md = [f"# {title}", "", intro, ""]
     htm = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    claim = claim_section(data, rows)
+    if claim:
+        md += ["## The claim", "", *claim, ""]
+        htm += ["<h2>The claim</h2>", *[f"<p>{html.escape(line)}</p>" for line in claim if line]]
     if main_rows:
         md += ["## Techniques", "", _md_table(HEAD, table_rows(main_rows)), ""]
         htm += ["<h2>Techniques</h2>", _html_table(HEAD, table_rows(main_rows))]
@@ -149,7 +234,7 @@ def render(data: StudyData, rows: list[Row], axis_rows: list[dict], recs, plots:
 
 
 def print_table(rows: list[Row], axis_rows: list[dict], recs) -> None:
-    cols = [0, 3, 4, 5, 6, 7, 9, 10, 12, 16]
+    cols = [HEAD.index(name) for name in TERMINAL]
     body = [[row[i] for i in cols] for row in table_rows(rows)] if rows else []
     head = [HEAD[i] for i in cols]
     if axis_rows:

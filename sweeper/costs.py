@@ -1,0 +1,80 @@
+"""What a configuration costs to train and to serve, measured alone and interleaved with the baseline.
+
+Timings inside a study are noisy (other workers, other processes, warm caches), and a single
+measurement per configuration once made "weight decay is cheaper than no regularization". So each
+reported configuration is probed separately after replication: in each of ``sweep.timing_repeats``
+repeats the baseline and the configuration each train one epoch alone in this process, in
+alternating order, on the same data and seed. The per-repeat ratios give a median and a 95% CI (t
+on log ratios, ``stats.ratio``); the report calls a technique cheaper only when the whole CI is
+below 1. Results are MLflow runs tagged ``role=cost`` under the parent run, found again on resume.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from . import config as config_mod
+from .stats import ratio
+from .tracking import Tracker
+
+
+def _probe(argv: list[str]) -> tuple[float, float]:
+    """(seconds of one epoch's training loop, eval forward ms per 1,000 samples) of one model, no tracking."""
+    from .trial import prepare, run_trial
+
+    cfg = config_mod.load(argv)
+    result = run_trial(cfg, None, prepared=prepare(cfg), evaluate_test=False)
+    if result.status != "completed" or not result.epoch_seconds:
+        raise RuntimeError(f"timing probe failed: {result.reason}")
+    return result.epoch_seconds[0], float(result.metrics["inference_ms_per_1k"])
+
+
+def done_costs(tracker: Tracker, parent: str) -> set[str]:
+    runs = tracker.search_runs(f"tags.role = 'cost' and tags.`mlflow.parentRunId` = '{parent}'")
+    return {r.data.tags["replicate_of"] for r in runs if r.info.status == "FINISHED"}
+
+
+def measure_costs(cfg: DictConfig, argv: list[str], configs: dict[str, list[str]], tracker: Tracker, parent: str, study_name: str) -> int:
+    """``configs``: replicate key -> overrides, the baseline ("none") included. Returns how many were measured."""
+    repeats = int(cfg.sweep.timing_repeats)
+    if repeats == 0 or "none" not in configs:
+        return 0
+    seed = config_mod.replicate_seeds(cfg, 1)[0]
+    base = argv + configs["none"] + [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
+    todo = [k for k in configs if k != "none" and k not in done_costs(tracker, parent)]
+    _probe(base)  # warm-up: data loading and first-use allocations are paid before anything is timed
+    for n, key in enumerate(todo, 1):
+        print(f"timing {n}/{len(todo)}: {key} vs baseline, {repeats} interleaved repeats", file=sys.stderr)
+        tech = argv + configs[key] + [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
+        t_epoch: list[float] = []
+        b_epoch: list[float] = []
+        t_inf: list[float] = []
+        b_inf: list[float] = []
+        for r in range(repeats):
+            pair = [(tech, t_epoch, t_inf), (base, b_epoch, b_inf)]
+            for overrides, epochs, infs in pair if r % 2 else pair[::-1]:
+                e, i = _probe(overrides)
+                epochs.append(e)
+                infs.append(i)
+        er, ir = ratio(t_epoch, b_epoch), ratio(t_inf, b_inf)
+        run_id = tracker.start_run(
+            f"{study_name}-{key}-cost",
+            tags={"role": "cost", "study": study_name, "replicate_of": key, "repeats": repeats},
+            parent_run_id=parent,
+        )
+        metrics = {
+            "epoch_time_ratio": er.median,
+            "epoch_time_ratio_lo": er.ci_low,
+            "epoch_time_ratio_hi": er.ci_high,
+            "inference_ratio": ir.median,
+            "inference_ratio_lo": ir.ci_low,
+            "inference_ratio_hi": ir.ci_high,
+            "epoch_time_s": sorted(t_epoch)[len(t_epoch) // 2],
+            "baseline_epoch_time_s": sorted(b_epoch)[len(b_epoch) // 2],
+            "inference_ms_per_1k": sorted(t_inf)[len(t_inf) // 2],
+        }
+        tracker.log_final(run_id, metrics, {"state": "completed"})
+        tracker.end_run(run_id, "FINISHED")
+    return len(todo)
