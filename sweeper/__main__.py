@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     from .errors import ConfigError, TrackingUnavailable
-    from .masking import mask
+    from .masking import mask, printable
 
     try:
         from . import config
@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_single(cfg)
     except ConfigError as exc:
-        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        print(f"error: {printable(mask(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except TrackingUnavailable as exc:
-        print(f"error: {mask(str(exc))}", file=sys.stderr)
+        print(f"error: {printable(mask(str(exc)))}", file=sys.stderr)
         return 3
 
 

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from . import regularizers, stores
 from .errors import ConfigError
+from .names import check_name
 
 CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("data", "model", "regularizer", "trainer", "tracking", "sweep")
@@ -52,6 +53,7 @@ class DataConfig:
     download: bool = False
     path: Optional[str] = None  # csv
     label: str = "label"  # csv
+    order_stream: int = 0  # > 0: another data-order stream for the same seed (same initial weights; calibration runs)
 
 
 @dataclass
@@ -100,7 +102,8 @@ class SamplerConfig:
 class PrunerConfig:
     name: str = "median"  # median, percentile, successive_halving, hyperband, none
     n_startup_trials: int = 3  # median / percentile: trials that are never pruned
-    n_warmup_steps: int = 2  # epochs before a trial may be pruned
+    n_warmup_steps: int = 2  # epochs before a trial may be pruned (used when warmup_fraction is null)
+    warmup_fraction: Optional[float] = None  # epochs before pruning as a share of max_epochs (overrides n_warmup_steps)
     interval_steps: int = 1
     percentile: float = 25.0
     min_resource: int = 1  # successive_halving / hyperband (epochs)
@@ -263,6 +266,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"data.split.{k}", v, "each split fraction must be in (0, 1): an empty split is not allowed")
     if not math.isclose(sum(fr.values()), 1.0, abs_tol=1e-6):
         raise ConfigError("data.split", dict(fr), f"fractions must sum to 1 (they sum to {sum(fr.values()):g})")
+    if not isinstance(d.order_stream, int) or d.order_stream < 0:
+        raise ConfigError("data.order_stream", d.order_stream, "must be an integer >= 0 (0: the seed's own data order)")
     if not 0 < d.train_fraction <= 1:
         raise ConfigError("data.train_fraction", d.train_fraction, "must be in (0, 1]")
     if d.name == "csv":
@@ -298,6 +303,7 @@ def validate(cfg: DictConfig) -> None:
     if t.threads is not None:
         _positive_int(t.threads, "trainer.threads")
     _positive_int(cfg.workers, "workers")
+    check_name("tracking.experiment", cfg.tracking.experiment)
     if cfg.tracking.mode not in ("local", "server"):
         raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")
     if cfg.tracking.mode == "server":
@@ -383,6 +389,11 @@ def validate_sweep(cfg: DictConfig) -> dict:
     from . import search_space
 
     sw = cfg.sweep
+    check_name("sweep.name", sw.name)
+    if sw.study_name is not None:
+        check_name("sweep.study_name", sw.study_name)
+    for ref in sw.references or {}:
+        check_name(f"sweep.references.{ref}", ref)
     _positive_int(sw.n_trials, "sweep.n_trials")
     for metric, direction in objectives(sw):
         if metric not in OBJECTIVE_METRICS:
@@ -397,6 +408,9 @@ def validate_sweep(cfg: DictConfig) -> dict:
         raise ConfigError("sweep.sampler.name", sw.sampler.name, f"allowed: {', '.join(SAMPLERS)}")
     if sw.pruner.name not in PRUNERS:
         raise ConfigError("sweep.pruner.name", sw.pruner.name, f"allowed: {', '.join(PRUNERS)}")
+    wf = sw.pruner.warmup_fraction
+    if wf is not None and not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
+        raise ConfigError("sweep.pruner.warmup_fraction", wf, "must be in [0, 1) (a share of trainer.max_epochs) or null")
     for key in ("heartbeat_interval", "grace_period", "top_k"):
         _positive_int(sw[key], f"sweep.{key}")
     if sw.grace_period <= sw.heartbeat_interval:

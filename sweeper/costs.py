@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import sys
 
+import optuna
 from omegaconf import DictConfig
+from optuna.storages import RDBStorage
 
 from . import config as config_mod
 from .stats import ratio
@@ -36,18 +38,34 @@ def done_costs(tracker: Tracker, parent: str) -> set[str]:
     return {r.data.tags["replicate_of"] for r in runs if r.info.status == "FINISHED"}
 
 
-def measure_costs(cfg: DictConfig, argv: list[str], configs: dict[str, list[str]], tracker: Tracker, parent: str, study_name: str) -> int:
-    """``configs``: replicate key -> overrides, the baseline ("none") included. Returns how many were measured."""
+def measure_costs(
+    cfg: DictConfig, argv: list[str], configs: dict[str, list[str]], tracker: Tracker, parent: str, study_name: str, storage: RDBStorage
+) -> int:
+    """``configs``: replicate key -> overrides, the baseline ("none") included. Each configuration is a claim slot
+    (``claims.py``), so concurrent invocations never time one twice. Returns how many were measured here."""
+    from .claims import digest, open_slots, run_slots
+
     repeats = int(cfg.sweep.timing_repeats)
     if repeats == 0 or "none" not in configs:
         return 0
     seed = config_mod.replicate_seeds(cfg, 1)[0]
-    base = argv + configs["none"] + [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
-    todo = [k for k in configs if k != "none" and k not in done_costs(tracker, parent)]
-    _probe(base)  # warm-up: data loading and first-use allocations are paid before anything is timed
-    for n, key in enumerate(todo, 1):
-        print(f"timing {n}/{len(todo)}: {key} vs baseline, {repeats} interleaved repeats", file=sys.stderr)
-        tech = argv + configs[key] + [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
+    fixed = [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
+    base = argv + configs["none"] + fixed
+    done = done_costs(tracker, parent)
+    studies = [
+        open_slots(storage, f"{study_name}.cost.{k}.{digest([configs[k], configs['none']])}", [] if k in done else [{"key": k}])
+        for k in configs
+        if k != "none"
+    ]
+    warm: list[bool] = []
+
+    def job(item: dict, claim: optuna.Trial) -> float | None:
+        key = item["key"]
+        if not warm:  # data loading and first-use allocations are paid before anything is timed
+            _probe(base)
+            warm.append(True)
+        print(f"timing {key} vs baseline, {repeats} interleaved repeats", file=sys.stderr)
+        tech = argv + configs[key] + fixed
         t_epoch: list[float] = []
         b_epoch: list[float] = []
         t_inf: list[float] = []
@@ -64,6 +82,7 @@ def measure_costs(cfg: DictConfig, argv: list[str], configs: dict[str, list[str]
             tags={"role": "cost", "study": study_name, "replicate_of": key, "repeats": repeats},
             parent_run_id=parent,
         )
+        claim.set_user_attr("mlflow_run_id", run_id)
         metrics = {
             "epoch_time_ratio": er.median,
             "epoch_time_ratio_lo": er.ci_low,
@@ -77,4 +96,6 @@ def measure_costs(cfg: DictConfig, argv: list[str], configs: dict[str, list[str]
         }
         tracker.log_final(run_id, metrics, {"state": "completed"})
         tracker.end_run(run_id, "FINISHED")
-    return len(todo)
+        return er.median
+
+    return run_slots(studies, storage, job, float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry))

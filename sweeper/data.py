@@ -170,7 +170,22 @@ def load_splits(cfg) -> Splits:
     if key in _CACHE:
         return _CACHE[key]
     x, y = LOADERS[cfg.name](cfg)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        field = "data.label" if cfg.name == "csv" else "data.name"
+        raise ConfigError(
+            field, cfg.label if cfg.name == "csv" else cfg.name, f"classification needs at least 2 classes; the labels have {len(classes)}"
+        )
     train, val, test = split_indices(y, cfg)
+    for part, idx in (("train", train), ("val", val), ("test", test)):
+        missing = len(classes) - len(np.unique(y[idx]))
+        if missing:  # stratification keeps every class in every split unless a class has too few samples
+            raise ConfigError(
+                "data.split",
+                dict(cfg.split),
+                f"the {part} split lacks {missing} of the {len(classes)} classes; "
+                "every split needs every class: add samples of the rare classes or change the fractions",
+            )
     if cfg.name == "csv":  # standardize with training statistics only
         mean, std = x[train].mean(0), x[train].std(0)
         x = (x - mean) / np.where(std > 0, std, 1.0)

@@ -13,5 +13,10 @@ class TrialFailed(RuntimeError):
     """A trial that could not finish (e.g. its loss became NaN); recorded as failed, not a traceback."""
 
 
+class TrialAbandoned(RuntimeError):
+    """This worker no longer owns its trial (it stalled past the grace period; the trial was failed and retried
+    elsewhere): stop training it, leave its run FAILED, tell Optuna nothing."""
+
+
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking server stopped answering: the worker stops (its trial is re-queued), exit 3."""

@@ -20,8 +20,8 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     """Exit status: 0 done (or other workers still finishing), 130 interrupted, 3 tracking server lost.
     Bad storage or tracking settings raise ConfigError before anything is written."""
     stores.check_storage(stores.storage_url(cfg))
-    stores.check_tracking_server(cfg)
     try:
+        stores.check_tracking(cfg)
         return _sweep(cfg, argv)
     except TrackingUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -70,18 +70,20 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
         from .report import print_table, write_report
 
         # 5. replication over fresh seeds, 6. interleaved cost timings, 7. the report, 8. the registered model
+        if not cfg.sweep.replicates and not cfg.sweep.axis:
+            print("replication is off (sweep.replicates=0): the report shows the search's validation results only")
         t0 = time.perf_counter()
-        n_rep = replicate(study, cfg, worker_argv, tracker, parent)
+        n_rep = replicate(study, cfg, worker_argv, tracker, parent, ctx.storage)
         if cfg.sweep.replicates and not cfg.sweep.axis:
             configs = {c.key: c.overrides for c in candidates(study, cfg)}
-            measure_costs(cfg, worker_argv, configs, tracker, parent, study.study_name)
+            measure_costs(cfg, worker_argv, configs, tracker, parent, study.study_name, ctx.storage)
         t1 = time.perf_counter()
         report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
         t2 = time.perf_counter()
         tracker.log_metrics(parent, {"replication_s": t1 - t0, "report_s": t2 - t1})
         print()
-        print_table(report.rows, report.axis_rows, report.recommendations)
-        registered = register_recommended(tracker, report, study.study_name)
+        print_table(report.rows, report.axis_rows, report.recommendations, report.search)
+        registered = register_recommended(tracker, report, study.study_name, ctx.storage)
         if registered:
             print(f"registered model: {registered}")
         print(f"report: {report.folder / 'report.html'}  ({n_rep} replicate runs in {t1 - t0:.1f} s, report in {t2 - t1:.1f} s)")

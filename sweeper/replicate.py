@@ -27,6 +27,7 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from . import config as config_mod
@@ -67,18 +68,20 @@ def done_replicates(tracker: Tracker, parent: str) -> set[tuple[str, int]]:
     return {(r.data.tags["replicate_of"], int(r.data.tags["seed"])) for r in runs if r.info.status == "FINISHED"}
 
 
-def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tracker, parent: str) -> int:
-    """Run the missing replicates of every look; returns how many were run now."""
+def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tracker, parent: str, storage: RDBStorage) -> int:
+    """Run the missing replicates of every look; returns how many were run by this process. Each replicate is a
+    claim slot (``claims.py``): invocations finishing the same study together split the work, never doubling it."""
     k = int(cfg.sweep.replicates)
     if k == 0 or cfg.sweep.axis:
         return 0
     cands = candidates(study, cfg)
-    ran = _run(cands, config_mod.replicate_seeds(cfg, k), 1, study, cfg, argv, tracker, parent)
+    ran = _run(cands, config_mod.replicate_seeds(cfg, k), 1, study, cfg, argv, tracker, parent, storage)
     if config_mod.looks(cfg.sweep) == 2:
         extend = second_look(tracker, study.study_name, cands)
         if extend:
-            print(f"look 2: adding seeds to {', '.join(c.key for c in extend if c.key != 'none')} and the baseline", file=sys.stderr)
-        ran += _run(extend, config_mod.replicate_seeds(cfg), 2, study, cfg, argv, tracker, parent)
+            leaders = ", ".join(c.key for c in extend if c.key != "none")
+            print(f"look 2: adding seeds to {leaders} and the baseline", file=sys.stderr)
+        ran += _run(extend, config_mod.replicate_seeds(cfg), 2, study, cfg, argv, tracker, parent, storage)
     return ran
 
 
@@ -106,14 +109,29 @@ def _run(
     argv: list[str],
     tracker: Tracker,
     parent: str,
+    storage: RDBStorage,
 ) -> int:
+    from .claims import digest, open_slots, run_slots
     from .trial import prepare, run_trial
 
     done = done_replicates(tracker, parent)
-    first = seeds[0]
-    todo = [(c, s) for c in cands for s in seeds if (c.key, s) not in done]
-    for n, (cand, seed) in enumerate(todo, 1):
-        print(f"replicate {n}/{len(todo)}: {cand.key} seed={seed}", file=sys.stderr)
+    first = config_mod.replicate_seeds(cfg, 1)[0]
+    by_key = {c.key: c for c in cands}
+    studies = [
+        open_slots(
+            storage,
+            f"{study.study_name}.rep.{c.key}.{digest(c.overrides)}.look{look}",
+            [{"key": c.key, "seed": s} for s in seeds if (c.key, s) not in done],
+        )
+        for c in cands
+    ]
+    total = sum(len(s.get_trials(deepcopy=False)) for s in studies)
+    counter: list[int] = []
+
+    def job(item: dict[str, Any], claim: optuna.Trial) -> float | None:
+        cand, seed = by_key[item["key"]], int(item["seed"])
+        counter.append(seed)
+        print(f"replicate {len(counter)}/{total}: {cand.key} seed={seed}", file=sys.stderr)
         rep_cfg = config_mod.load(argv + cand.overrides + [f"seed={seed}"])
         prepared = prepare(rep_cfg)
 
@@ -121,7 +139,7 @@ def _run(
             uri = tracker.log_model(run_id, model, splits.x_test[:2])
             tracker.set_tags(run_id, {"model_uri": uri})
 
-        run_trial(
+        result = run_trial(
             rep_cfg,
             tracker,
             prepared=prepared,
@@ -129,6 +147,7 @@ def _run(
             parent_run_id=parent,
             evaluate_test=True,
             before_end=log_model if seed == first else None,
+            on_run_created=lambda rid: claim.set_user_attr("mlflow_run_id", rid),
             tags={
                 "role": "replicate",
                 "study": study.study_name,
@@ -139,4 +158,6 @@ def _run(
                 "source_trial": "" if cand.source_trial is None else cand.source_trial,
             },
         )
-    return len(todo)
+        return float(result.metrics["test_acc"]) if result.status == "completed" else None
+
+    return run_slots(studies, storage, job, float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from .masking import mask
-from .stores import check_tracking_server, tracking_uri
+from .stores import check_tracking, tracking_uri
 from .tracking import Tracker
 from .trial import prepare, run_trial
 
@@ -26,7 +26,7 @@ SUMMARY_KEYS = (
 
 def run_single(cfg: DictConfig) -> int:
     prepared = prepare(cfg)  # all bad input surfaces here, before a run exists
-    check_tracking_server(cfg)
+    check_tracking(cfg)
     tracker = Tracker(tracking_uri(cfg), cfg.tracking.experiment, cfg.tracking.artifact_root)
     result = run_trial(cfg, tracker, prepared=prepared, tags={"role": "single"})
     print(

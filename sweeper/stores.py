@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from .errors import ConfigError
+from .errors import ConfigError, TrackingUnavailable
 from .masking import mask
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
@@ -86,10 +86,7 @@ def check_storage(url: str) -> None:
     if parsed.drivername not in SUPPORTED_SCHEMES:
         raise ConfigError("storage", mask(url), f"unsupported scheme {parsed.drivername!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
     if parsed.drivername == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            folder = os.path.dirname(os.path.abspath(parsed.database))
-            if not os.path.isdir(folder) and not os.access(os.path.dirname(folder) or ".", os.W_OK):
-                raise ConfigError("storage", url, f"folder {folder} does not exist and cannot be created")
+        check_sqlite_file("storage", url, "Optuna storage")
         return
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
@@ -100,6 +97,71 @@ def check_storage(url: str) -> None:
         raise ConfigError("storage", mask(url), f"cannot connect to {parsed.host}:{parsed.port or 5432}: {mask(first)}") from None
     finally:
         engine.dispose()
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_folder(field: str, folder: Path, what: str) -> None:
+    """The folder exists and is writable, or its nearest existing ancestor is (so it can be created)."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise ConfigError(
+            field,
+            str(folder),
+            f"cannot write {what} there: {existing} is not writable (read-only file system or "
+            "permissions); run from a writable folder or point it elsewhere",
+        )
+
+
+def check_sqlite_file(field: str, url: str, what: str) -> None:
+    """A local SQLite store must be a SQLite file (or not exist yet) in a folder we can write; otherwise one
+    line naming the file, what is wrong and what to do. The file itself is never touched here."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return
+    path = Path(url[len("sqlite:///") :])
+    check_folder(field, path.parent, what)
+    if not path.exists():
+        return
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ConfigError(field, str(path), f"cannot read {what}: {exc.strerror}") from None
+    if head and head != SQLITE_MAGIC:
+        raise ConfigError(
+            field,
+            str(path),
+            f"is not a valid {what} (not a SQLite database); the file was left untouched: "
+            "move it away to start a new store, or restore it from a backup",
+        )
+    if not os.access(path, os.W_OK):
+        raise ConfigError(field, str(path), f"{what} is not writable (read-only file system or permissions)")
+
+
+def check_tracking(cfg: DictConfig) -> None:
+    """Before anything is written: the tracking store is usable. Server mode: the server answers and accepts the
+    credentials (one line, exit 2). Local mode: a SQLite file store is valid and writable (exit 2); an http(s)
+    URI (e.g. $MLFLOW_TRACKING_URI) answers within ~10 s, else TrackingUnavailable (exit 3)."""
+    if cfg.tracking.mode == "server":
+        check_tracking_server(cfg)
+        return
+    uri = tracking_uri(cfg)
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(f"{uri.rstrip('/')}/health", timeout=(5, 10))
+        except requests.RequestException as exc:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {mask(uri)} is unreachable ({type(exc).__name__}); nothing was "
+                "trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/"
+            ) from None
+        return
+    check_sqlite_file("tracking.uri", uri, "MLflow tracking store")
+    artifacts = cfg.tracking.artifact_root or str(Path(uri[len("sqlite:///") :]).parent / "artifacts")
+    if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
+        check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
 
 
 def check_tracking_server(cfg: DictConfig) -> None:

@@ -10,6 +10,7 @@ many workers join and however often the command is re-run. A later run with a la
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -56,10 +57,11 @@ def make_sampler(sweep: Any, space: dict[str, SearchParam], multi: bool) -> optu
 
 def make_pruner(sweep: Any, max_epochs: int) -> optuna.pruners.BasePruner:
     p = sweep.pruner
+    warmup = p.n_warmup_steps if p.warmup_fraction is None else math.ceil(p.warmup_fraction * max_epochs)
     if p.name == "median":
-        return optuna.pruners.MedianPruner(p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+        return optuna.pruners.MedianPruner(p.n_startup_trials, warmup, p.interval_steps)
     if p.name == "percentile":
-        return optuna.pruners.PercentilePruner(p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+        return optuna.pruners.PercentilePruner(p.percentile, p.n_startup_trials, warmup, p.interval_steps)
     if p.name == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
     if p.name == "hyperband":

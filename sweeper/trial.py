@@ -15,19 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from optuna.exceptions import TrialPruned
+from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
 from .data import Splits, TensorDataModule, load_splits
-from .errors import TrackingUnavailable, TrialFailed
+from .errors import TrackingUnavailable, TrialAbandoned, TrialFailed
 from .models import build_model, count_parameters
 from .module import RegularizedModule, evaluate
 from .tracking import EpochLogger, Tracker
 
+ABANDONED = "trial taken over: this worker stalled past the grace period and the trial was retried elsewhere"
 FINAL_NAMES = {"val_acc": "final_val_acc", "val_loss": "final_val_loss"}
 
 
@@ -41,7 +43,7 @@ class Prepared:
 
 @dataclass
 class TrialResult:
-    status: str  # completed | pruned | failed
+    status: str  # completed | pruned | failed | abandoned (the sweep took the trial from this worker)
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     reason: str | None = None
@@ -164,8 +166,11 @@ def run_trial(
     on_run_created: Callable[[str], None] | None = None,
     evaluate_test: bool = True,
     before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None,
+    still_owned: Callable[[], bool] | None = None,
 ) -> TrialResult:
-    """Train one model; returns completed/pruned/failed. KeyboardInterrupt ends the run KILLED and propagates."""
+    """Train one model; returns completed/pruned/failed/abandoned. KeyboardInterrupt ends the run KILLED and
+    propagates. ``still_owned`` (sweeps) is asked before the run is closed FINISHED: a worker that lost its trial
+    while stalled closes the run FAILED instead (status "abandoned")."""
     prepared = prepared or prepare(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
@@ -175,7 +180,10 @@ def run_trial(
         options.update(r.model_options())
     model = build_model(cfg.model, prepared.splits.input_shape, prepared.splits.n_classes, **options)
     module = RegularizedModule(model, prepared.regularizers, cfg.optim, cfg.data.batch_size)
-    dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, int(cfg.seed))
+    order_seed = int(cfg.seed)
+    if cfg.data.order_stream:  # the same initial weights (seed), another shuffling stream
+        order_seed = int(np.random.SeedSequence([int(cfg.seed), int(cfg.data.order_stream)]).generate_state(1)[0])
+    dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, order_seed)
 
     run_id: str | None = None
     history = _History()
@@ -199,7 +207,8 @@ def run_trial(
         if tracker is not None and run_id is not None and status == "completed" and before_end is not None:
             before_end(run_id, module.model, prepared.splits)  # e.g. log the model into this run
         if tracker is not None and run_id is not None:
-            tags_out: dict[str, Any] = {"state": status, **({"failure_reason": reason} if reason else {})}
+            state = "failed" if status == "abandoned" else status  # MLflow agrees with Optuna: the trial is FAIL
+            tags_out: dict[str, Any] = {"state": state, **({"failure_reason": reason} if reason else {})}
             if status == "pruned":
                 tags_out["pruned_epoch"] = len(history.epochs)
             # val_acc/val_loss are per-epoch series; the final model's go in as final_*
@@ -209,13 +218,13 @@ def run_trial(
 
     trainer = _trainer(cfg, all_callbacks)
     try:
-        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish)
+        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned)
     except KeyboardInterrupt:  # anywhere after the run exists: close it KILLED, then propagate
         finish("killed", "KILLED", "interrupted (Ctrl-C)")
         raise
 
 
-def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish) -> TrialResult:
+def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None) -> TrialResult:
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm)
@@ -224,7 +233,13 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt from None
         raise
+    except TrialAbandoned as exc:
+        return finish("abandoned", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
+    except UpdateFinishedTrialError:  # a pruning report to a trial that was taken from this worker
+        return finish("abandoned", "FAILED", ABANDONED, {"epochs_trained": len(history.epochs)})
     except TrialPruned as exc:
+        if still_owned is not None and not still_owned():
+            return finish("abandoned", "FAILED", ABANDONED, {"epochs_trained": len(history.epochs)})
         return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})
     except TrialFailed as exc:
         return finish("failed", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
@@ -236,6 +251,8 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
     if not history.epochs:
         return finish("failed", "FAILED", "no epoch completed")
     metrics = _final_metrics(module, prepared, history.epochs, es, fit_seconds, evaluate_test)
+    if still_owned is not None and not still_owned():
+        return finish("abandoned", "FAILED", ABANDONED, metrics)
     result = finish("completed", "FINISHED", None, metrics)
     result.model = module.model  # for callers that log or inspect the model
     return result

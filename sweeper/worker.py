@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import config as config_mod
 from . import optuna_compat, stores
-from .errors import ConfigError, TrackingUnavailable
+from .errors import ConfigError, TrackingUnavailable, TrialAbandoned
 from .search_space import SearchParam, format_override
 from .study import open_study, slots
 from .tracking import Tracker, close_runs
@@ -76,12 +76,26 @@ def study_context(cfg: DictConfig) -> StudyContext:
 
 
 class Heartbeat:
-    """Records a running trial's heartbeat every interval from a daemon thread."""
+    """Records a running trial's heartbeat every interval from a daemon thread, and notices when the trial is no
+    longer this worker's: a process frozen past the grace period (SIGSTOP, swapping, a suspended laptop) finds on
+    waking that its trial was failed as stale and retried elsewhere (``lost`` is set)."""
 
     def __init__(self, storage: RDBStorage, trial_id: int, interval: float):
         self.storage, self.trial_id, self.interval = storage, trial_id, interval
         self.stop = threading.Event()
+        self.lost = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def owned(self) -> bool:
+        """Still RUNNING, as this worker left it (one storage read)."""
+        if self.lost.is_set():
+            return False
+        try:
+            if self.storage.get_trial(self.trial_id).state != TrialState.RUNNING:
+                self.lost.set()
+        except Exception:  # a storage hiccup is not a lost trial
+            pass
+        return not self.lost.is_set()
 
     def _beat(self) -> None:
         while not self.stop.wait(self.interval):
@@ -89,9 +103,10 @@ class Heartbeat:
                 self.storage.record_heartbeat(self.trial_id)
             except Exception:
                 pass
+            self.owned()
 
     def __enter__(self) -> Heartbeat:
-        self.storage.record_heartbeat(self.trial_id)
+        self.storage.record_heartbeat(self.trial_id)  # synchronous: the trial is ours from here
         self.thread.start()
         return self
 
@@ -118,6 +133,20 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> list[str]:
             chosen[p.name] = _suggest(trial, p)
     groups = [format_override(k, v) for k, v in chosen.items() if k in config_mod.GROUPS]
     return groups + [format_override(k, v) for k, v in chosen.items() if k not in config_mod.GROUPS]
+
+
+class OwnershipCheck(pl.Callback):
+    """Stops training at the end of the epoch in which the heartbeat found the trial taken over. Runs before the
+    pruning callback, which would otherwise report to a finished trial."""
+
+    def __init__(self, heartbeat: Heartbeat):
+        self.heartbeat = heartbeat
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.heartbeat.lost.is_set():
+            from .trial import ABANDONED
+
+            raise TrialAbandoned(ABANDONED)
 
 
 class ReportOnly(pl.Callback):
@@ -156,11 +185,21 @@ class Worker:
                 continue
             self.run_one(*popped)
 
+    def _abandoned(self, trial: optuna.Trial) -> None:
+        """One line, no traceback: the trial is another worker's now; its MLflow run was closed FAILED."""
+        print(
+            f"worker {os.uname().nodename}:{os.getpid()}: trial {trial.number} was retried elsewhere while this worker "
+            "was stalled past sweep.grace_period; abandoned it (its MLflow run stays FAILED)",
+            file=sys.stderr,
+        )
+
     def run_one(self, trial: optuna.Trial, trial_id: int) -> None:
         """Run a popped slot; Ctrl-C anywhere marks it FAIL and re-queues it for the next run."""
         try:
-            with Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval):
-                self._run_one(trial, trial_id)
+            with Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval) as heartbeat:
+                self._run_one(trial, trial_id, heartbeat)
+        except optuna.exceptions.UpdateFinishedTrialError:  # taken over while stalled, found at any storage write
+            self._abandoned(trial)
         except (KeyboardInterrupt, TrackingUnavailable) as exc:
             reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "tracking server lost"
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
@@ -173,7 +212,7 @@ class Worker:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             raise
 
-    def _run_one(self, trial: optuna.Trial, trial_id: int) -> None:
+    def _run_one(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:
         from optuna_integration import PyTorchLightningPruningCallback
 
         from .trial import prepare, run_trial
@@ -188,7 +227,7 @@ class Worker:
             trial.set_user_attr("fail_reason", str(exc))
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        callbacks: list[pl.Callback] = []
+        callbacks: list[pl.Callback] = [OwnershipCheck(heartbeat)]
         if self.monitor:  # the baseline reports its curve (a reference for the pruner) but is never pruned
             callbacks.append(ReportOnly(trial, self.monitor) if baseline else PyTorchLightningPruningCallback(trial, monitor=self.monitor))
         name = self.study.study_name
@@ -214,7 +253,11 @@ class Worker:
             on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
             # search trials never see the test split; grid sweeps (axis) select nothing and are scored on it
             evaluate_test=bool(axis),
+            still_owned=heartbeat.owned,
         )
+        if result.status == "abandoned" or not heartbeat.owned():
+            self._abandoned(trial)
+            return
         trial.set_user_attr("epochs_trained", len(result.history))
         if result.status == "completed":
             missing = [m for m, _ in self.objectives if m not in result.metrics]

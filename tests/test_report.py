@@ -115,7 +115,7 @@ def test_replicates_are_not_redone(compare_dir, monkeypatch):
     tracker = ctx.tracker
     study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
     before = len(all_runs(tracker.uri))
-    assert replicate(study, cfg, COMPARE, tracker, parent) == 0
+    assert replicate(study, cfg, COMPARE, tracker, parent, ctx.storage) == 0
     assert len(all_runs(tracker.uri)) == before
 
 
@@ -235,3 +235,27 @@ def test_data_size_sweep_reports_gain_by_training_fraction(sweep_dir):
         (r.data.params["data.train_fraction"], int(r.data.metrics["epochs_trained"])) for r in runs if r.data.tags.get("role") == "trial"
     }
     assert epochs == {("0.5", 4), ("1.0", 2)}  # the same optimizer steps at half the data: twice the epochs
+
+
+@pytest.mark.slow
+def test_two_look_replication_splits_alpha_and_extends_only_the_baseline_and_open_leaders(sweep_dir):
+    args = sweep_args(
+        "dropout", "sweep.n_trials=3", "sweep.replicates=2", "sweep.replicates_max=3", "sweep.timing_repeats=0", "sweep.references=null"
+    )
+    assert main(args) == 0
+    runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    assert parent.data.tags["looks"] == "2"
+    seeds: dict[str, set[int]] = {}
+    look2: dict[str, set[int]] = {}
+    for r in runs:
+        if r.data.tags.get("role") == "replicate":
+            seeds.setdefault(r.data.tags["replicate_of"], set()).add(int(r.data.tags["seed"]))
+            if r.data.tags["look"] == "2":
+                look2.setdefault(r.data.tags["replicate_of"], set()).add(int(r.data.tags["seed"]))
+    assert all(s >= {1000, 1001} for s in seeds.values())
+    assert all(s == {1002} for s in look2.values())  # look 2 adds only the new seed
+    if look2:  # an inconclusive leader got the extra seed, and so did the baseline it is paired with
+        assert "none" in look2 and len(look2) >= 2
+    md = (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+    assert "two looks (2), each tested at alpha/2=0.025" in md

@@ -8,11 +8,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..names import check_name
 from ..tracking import Tracker
 from .collect import collect
 from .plots import make_plots
 from .recommend import _small_data, accuracy_choice, recommend
-from .render import render
+from .render import render, search_rows
 from .rows import Row, axis_table, build_rows
 
 
@@ -24,10 +25,12 @@ class Report:
     recommendations: list[tuple[str, str]]
     plots: dict[str, str]
     choice: str | None = None  # the accuracy recommendation: the configuration the registry registers
+    search: list[list[str]] | None = None  # the search's results, when nothing was replicated
 
 
 def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to_parent: bool = True) -> Report:
     """Build every output in a temporary folder, then move it to <out_root>/<experiment>/ (never partial)."""
+    check_name("experiment", experiment)  # it becomes a folder name under out_root
     data = collect(tracker, experiment)
     rows = build_rows(data)
     axis_rows = axis_table(data)
@@ -52,4 +55,4 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     if log_to_parent:
         for f in sorted(final.iterdir()):
             tracker.log_artifact(data.parent.info.run_id, f, "report")
-    return Report(final, rows, axis_rows, recs, plots, choice)
+    return Report(final, rows, axis_rows, recs, plots, choice, None if rows or axis_rows else search_rows(data))

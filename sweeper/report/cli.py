@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..masking import mask
+from ..names import check_name
 from ..tracking import Tracker
 from .build import write_report
 from .render import print_table
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = absolute_sqlite(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
     try:
+        check_name("experiment", args.experiment)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
         from mlflow.tracking import MlflowClient
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
-    print_table(report.rows, report.axis_rows, report.recommendations)
+    print_table(report.rows, report.axis_rows, report.recommendations, report.search)
     print(f"report: {report.folder / 'report.html'}")
     return 0
 

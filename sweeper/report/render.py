@@ -117,6 +117,28 @@ def axis_rows_text(axis_rows: list[dict[str, Any]]) -> list[list[str]]:
     return out
 
 
+SEARCH_HEAD = ["trial", "state", "technique", "params", "val acc", "epochs trained"]
+
+
+def search_rows(data: StudyData) -> list[list[str]]:
+    """The search's own results, for studies without replication: validation only, no test claims."""
+    from .rows import _trial_params
+
+    done = [r for r in data.trials if r.data.tags.get("state") in ("completed", "pruned")]
+    done.sort(key=lambda r: -r.data.metrics.get("final_val_acc", r.data.metrics.get("val_acc", 0.0)))
+    return [
+        [
+            r.data.tags.get("trial_number", ""),
+            r.data.tags["state"],
+            r.data.tags.get("technique", ""),
+            "baseline" if r.data.tags.get("baseline") == "True" else _trial_params(r, data.searched),
+            f"{r.data.metrics.get('final_val_acc', r.data.metrics.get('val_acc', float('nan'))):.4f}",
+            f"{r.data.metrics.get('epochs_trained', 0):.0f}",
+        ]
+        for r in done
+    ]
+
+
 def method_text(data: StudyData, rows: list[Row], axis_rows: list[dict[str, Any]]) -> str:
     """The rules this report followed, stated where the numbers are."""
     n_done = sum(1 for r in data.trials if r.data.tags.get("state") in ("completed", "pruned"))
@@ -196,6 +218,13 @@ def render(
     if claim:
         md += ["## The claim", "", *claim, ""]
         htm += ["<h2>The claim</h2>", *[f"<p>{html.escape(line)}</p>" for line in claim if line]]
+    if not rows and not axis_rows:
+        note = (
+            "Replication is off (sweep.replicates=0): these are the search's validation results only; nothing was "
+            "evaluated on the test split and no verdict is made."
+        )
+        md += ["## Search results (no replication)", "", note, "", _md_table(SEARCH_HEAD, search_rows(data)), ""]
+        htm += ["<h2>Search results (no replication)</h2>", f"<p>{html.escape(note)}</p>", _html_table(SEARCH_HEAD, search_rows(data))]
     if main_rows:
         md += ["## Techniques", "", _md_table(HEAD, table_rows(main_rows)), ""]
         htm += ["<h2>Techniques</h2>", _html_table(HEAD, table_rows(main_rows))]
@@ -233,12 +262,14 @@ def render(
             w.writerows(axis_rows_text(axis_rows))
 
 
-def print_table(rows: list[Row], axis_rows: list[dict], recs) -> None:
+def print_table(rows: list[Row], axis_rows: list[dict], recs, search: list[list[str]] | None = None) -> None:
     cols = [HEAD.index(name) for name in TERMINAL]
     body = [[row[i] for i in cols] for row in table_rows(rows)] if rows else []
     head = [HEAD[i] for i in cols]
     if axis_rows:
         head, body = AXIS_HEAD, axis_rows_text(axis_rows)
+    elif not rows and search is not None:
+        head, body = SEARCH_HEAD, search
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     for line in [head, ["-" * w for w in widths], *body]:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())

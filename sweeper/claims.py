@@ -1,0 +1,95 @@
+"""Work that must happen once per study, however many invocations reach it at the same moment.
+
+Two invocations finishing the same study together (two machines, a re-run racing a worker) would
+both replicate, both time and both register. Each such job is a WAITING trial ("slot") of a
+companion Optuna study in the same storage: popping a slot is an atomic row update (the same
+mechanism that keeps the study's trial total exact), so no slot ever runs twice. A claimant that
+dies leaves a slot whose heartbeat goes stale; it is failed and re-queued (bounded retries), and
+Ctrl-C re-queues it at once. Companion studies are named ``<study>.<job>`` and created once: the
+creator adds the slots, others wait for its ``ready`` mark.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from . import optuna_compat
+
+
+def open_slots(storage: RDBStorage, name: str, items: list[dict[str, Any]]) -> optuna.Study:
+    """The companion study ``name`` with one slot per item (created once, atomically, by whoever comes first)."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        for item in items:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=dict(item)))
+        study.set_user_attr("ready", True)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + 60
+        while "ready" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return study
+
+
+def digest(obj: Any) -> str:
+    """A short stable name part for a configuration (its overrides): a changed best configuration gets new slots."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def run_slots(
+    studies: list[optuna.Study],
+    storage: RDBStorage,
+    job: Callable[[dict[str, Any], optuna.Trial], float | None],
+    heartbeat_interval: float,
+    max_retry: int,
+) -> int:
+    """Pop and run slots of these companion studies until none is waiting or running (another claimant's may still
+    come back); returns how many ran here. ``job`` returns a value (COMPLETE) or None (FAIL, not retried)."""
+    from .worker import Heartbeat
+
+    optuna_compat.check()
+    ran = 0
+    while True:
+        popped = None
+        for study in studies:
+            fail_stale_trials(study)
+            popped = optuna_compat.pop_waiting_trial(study)
+            if popped is not None:
+                break
+        if popped is None:
+            if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
+                return ran
+            time.sleep(max(1.0, heartbeat_interval / 2))
+            continue
+        trial, trial_id = popped
+        try:
+            with Heartbeat(storage, trial_id, heartbeat_interval):
+                value = job(dict(trial.user_attrs), trial)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                if frozen.state == TrialState.FAIL:
+                    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise
+        ran += 1
+        try:
+            if value is None:
+                study.tell(trial, state=TrialState.FAIL)
+            else:
+                study.tell(trial, value)
+        except optuna.exceptions.UpdateFinishedTrialError:  # stalled past the grace period: retried elsewhere
+            print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)

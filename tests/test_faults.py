@@ -1,0 +1,199 @@
+"""Faults and hostile input, tried as a user or an operator would (issue: stalled workers, broken or read-only
+stores, unreachable tracking URIs, path traversal, degenerate data). Real stores and real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import all_runs, load_study, run_cli, sweep_args
+
+from sweeper.__main__ import main
+
+SQLITE_GARBAGE = b"\x00\x13not a database at all\xff" * 50
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+@pytest.mark.parametrize("store,argv", [("optuna.db", sweep_args("dropout")), ("mlflow.db", ["data=digits"])])
+def test_garbage_store_file_is_named_and_left_untouched(sweep_dir, capsys, store, argv):
+    path = sweep_dir / "mlruns" / store
+    path.write_bytes(SQLITE_GARBAGE)
+    assert main(argv) == 2
+    _one_line_error(capsys, str(path), "not a SQLite database", "left untouched", "move it away")
+    assert path.read_bytes() == SQLITE_GARBAGE
+
+
+@pytest.mark.parametrize(
+    "argv,field",
+    [
+        (sweep_args("dropout", "sweep.name=../../elsewhere/evil"), "sweep.name"),
+        (sweep_args("dropout", "sweep.study_name=/tmp/abs"), "sweep.study_name"),
+        (sweep_args("dropout", "sweep.study_name=.hidden"), "sweep.study_name"),
+        (sweep_args("dropout", "sweep.name=a/b"), "sweep.name"),
+        (["data=digits", "tracking.experiment=../up"], "tracking.experiment"),
+        (["data=digits", "tracking.experiment=nul\x00byte"], "tracking.experiment"),  # Hydra's parser refuses it first
+    ],
+)
+def test_names_that_become_paths_are_validated(sweep_dir, capsys, argv, field):
+    before = set(Path(sweep_dir).parent.iterdir())
+    assert main(argv) == 2
+    err = _one_line_error(capsys, field)
+    assert "\x00" not in err  # a NUL byte is shown escaped, never printed raw
+    assert "no path separators, no leading dot" in err or "LexerNoViableAlt" in err
+    assert set(Path(sweep_dir).parent.iterdir()) == before  # nothing written beside (or above) the working folder
+    assert not (sweep_dir / "mlruns" / "optuna.db").exists()
+
+
+def test_reference_names_are_validated_too():
+    from omegaconf import OmegaConf
+
+    from sweeper import config
+    from sweeper.errors import ConfigError
+
+    cfg = config.load(["+sweep=dropout"])
+    OmegaConf.set_readonly(cfg, False)
+    cfg.sweep.references = {"../x": ["regularizer.p=0.2"]}
+    cfg.sweep.claim_reference = None
+    with pytest.raises(ConfigError, match=r"sweep.references.../x: '../x' is invalid; use letters"):
+        config.validate_sweep(cfg)
+
+
+def test_report_cli_refuses_a_traversal_experiment_name(sweep_dir, capsys, tmp_path):
+    from sweeper.report import main as report_main
+
+    assert report_main(["../../evil", "--out", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, "experiment", "no path separators")
+    assert not (tmp_path / "r").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_csv_with_one_class_is_refused(tmp_path, capsys, mlflow_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    path = tmp_path / "one.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i * 2},same\n" for i in range(40)))
+    assert main(["data=csv", f"data.path={path}"]) == 2
+    _one_line_error(capsys, "data.label", "at least 2 classes", "have 1")
+    assert all_runs(mlflow_uri) == []
+
+
+def test_csv_whose_splits_cannot_hold_every_class_is_refused(tmp_path, capsys, mlflow_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    path = tmp_path / "rare.csv"
+    path.write_text("a,label\n" + "".join(f"{i},common\n" for i in range(40)) + "1,rare\n")
+    assert main(["data=csv", f"data.path={path}"]) == 2
+    _one_line_error(capsys, "data.split")
+
+
+def test_sweep_options_that_mean_less_work(sweep_dir, capsys):
+    """references=null is no references; pruner none draws no intermediate plot (and no Optuna warning);
+    replicates=0 says replication is off and reports the search results only."""
+    argv = sweep_args("dropout", "sweep.n_trials=2", "sweep.references=null", "sweep.pruner.name=none", "sweep.replicates=0")
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "replication is off (sweep.replicates=0)" in out and "plot_intermediate_values" not in err + out
+    assert "pruning feature" not in err + out
+    md = (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+    assert "## Search results (no replication)" in md and "| trial | state | technique |" in md
+    assert "intermediate_values" not in out
+
+
+@pytest.mark.slow
+def test_unreachable_tracking_uri_in_local_mode_fails_fast_masked_exit_3(tmp_path):
+    t0 = time.monotonic()
+    proc = run_cli(["data=digits"], cwd=tmp_path, env={"MLFLOW_TRACKING_URI": "http://ana:s3cret@127.0.0.1:1"}, timeout=60)
+    assert proc.returncode == 3 and time.monotonic() - t0 < 30
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "http://ana:***@127.0.0.1:1" in err[0] and "unreachable" in err[0] and "s3cret" not in proc.stderr
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder on a read-only bind mount (root ignores file modes, so a real read-only file system is used)."""
+    src, mnt = tmp_path / "src", tmp_path / "ro"
+    (src / "mlruns").mkdir(parents=True)
+    mnt.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(src), str(mnt)], capture_output=True).returncode == 0
+    ok = ok and subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode == 0
+    if not ok:
+        if os.environ.get("CI"):
+            pytest.fail("cannot create a read-only bind mount (CI runs as root)")
+        pytest.skip("needs root for a read-only bind mount")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("argv", [["data=digits"], sweep_args("dropout")])
+def test_read_only_mlruns_is_one_line_naming_the_path(read_only_dir, capsys, monkeypatch, argv):
+    monkeypatch.chdir(read_only_dir)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(argv) == 2
+    _one_line_error(capsys, str(read_only_dir / "mlruns"), "not writable", "read-only file system")
+
+
+def _running_trial_of(storage: str, name: str, pid: int):
+    try:
+        study = load_study(storage, name)
+    except KeyError:
+        return None
+    return next((t for t in study.trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{pid}")), None)
+
+
+@pytest.mark.slow
+def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_dir):
+    """Worker A is frozen (SIGSTOP) past the grace period mid-trial; worker B fails and retries A's trial; A wakes
+    (SIGCONT), abandons the trial with one line, leaves its run FAILED and goes on with the next slot."""
+    args = [*sweep_args("dropout", "sweep.n_trials=8", "trainer.max_epochs=30", "sweep.replicates=0"), "trainer.threads=1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    logs = [open(sweep_dir / f"w{i}.log", "w") for i in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, env=env, stdout=logs[i], stderr=subprocess.STDOUT)
+        for i in range(2)
+    ]
+    victim = procs[0]
+    storage = str(sweep_dir / "mlruns" / "optuna.db")
+    deadline = time.time() + 120
+    while time.time() < deadline and _running_trial_of(storage, "dropout", victim.pid) is None:
+        time.sleep(0.2)
+    stalled = _running_trial_of(storage, "dropout", victim.pid)
+    assert stalled is not None, "worker A never started a trial"
+    os.kill(victim.pid, signal.SIGSTOP)
+    time.sleep(12)  # grace_period=4: B fails and retries A's trial meanwhile
+    os.kill(victim.pid, signal.SIGCONT)
+    for p in procs:
+        p.wait(timeout=240)
+    for f in logs:
+        f.close()
+    log_a = (sweep_dir / "w0.log").read_text()
+    assert procs[0].returncode == 0 and procs[1].returncode == 0, log_a[-3000:]
+    assert "Traceback" not in log_a and "UpdateFinishedTrialError" not in log_a
+    assert f"trial {stalled.number} was retried elsewhere" in log_a
+    study = load_study(storage, "dropout")
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[stalled.number].state.name == "FAIL"
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 8  # the retry replaced the stalled trial: the total stays exact
+    runs = [r for r in all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}") if r.data.tags.get("role") == "trial"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    per_trial: dict[int, list] = {}
+    for r in runs:
+        per_trial.setdefault(int(r.data.tags["trial_number"]), []).append(r)
+    assert all(len(v) == 1 for v in per_trial.values())  # trial <-> run stays 1:1
+    expected = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
+    for number, (run,) in per_trial.items():
+        assert run.info.status == expected[by_number[number].state.name], (number, run.info.status, by_number[number].state)
+    assert sum(r.info.status == "FINISHED" for r in runs) == 8
