@@ -48,16 +48,25 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--control", nargs="*", default=["regularizer=batchnorm"], help="overrides of the positive control")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--streams",
+        choices=["order", "all"],
+        default="order",
+        help="what differs in a null row: the data order only (same initial weights as the baseline), or "
+        "every random stream (another initialization and order; rows then pair by replicate index)",
+    )
     a = ap.parse_args()
     runtime.setup()
     torch.set_num_threads(a.threads)
     base_args = ["data=digits", "model.hidden=[32,16]", f"trainer.max_epochs={a.epochs}", "trainer.accelerator=cpu"]
 
-    def accs(overrides: list[str], seeds: list[int]) -> dict[int, float]:
+    def accs(overrides: list[str], seeds: list[int], stream: int = 0) -> dict[int, float]:
+        """test accuracy keyed by replicate index; ``stream`` > 0 with --streams all: another seed family."""
         out = {}
-        for s in seeds:
-            cfg = config.load([*base_args, *overrides, f"seed={s}"])
-            out[s] = run_trial(cfg, None, prepared=prepare(cfg), evaluate_test=True).metrics["test_acc"]
+        for i, s in enumerate(seeds):
+            seed = s + 1_000_003 * stream if a.streams == "all" else s
+            cfg = config.load([*base_args, *overrides, f"seed={seed}"])
+            out[i] = run_trial(cfg, None, prepared=prepare(cfg), evaluate_test=True).metrics["test_acc"]
         return out
 
     t0 = time.perf_counter()
@@ -66,9 +75,9 @@ def main() -> None:
     for r in range(a.reports):
         seeds = [100_000 + r * a.seeds + i for i in range(a.seeds)]  # fresh seeds per report: independent reports
         base = accs([], seeds)
-        nulls = [accs([f"data.order_stream={k}"], seeds) for k in range(1, a.rows + 1)]
+        nulls = [accs([f"data.order_stream={k}"] if a.streams == "order" else [], seeds, k) for k in range(1, a.rows + 1)]
         control = accs(a.control, seeds)
-        identical += sum(all(n[s] == base[s] for s in seeds) for n in nulls)
+        identical += sum(all(n[i] == base[i] for i in range(len(seeds))) for n in nulls)
         family = [compare(n, base, a.alpha) for n in nulls]
         adjust_family(family, a.alpha)
         new_fp += any(c.significant for c in family)
@@ -80,22 +89,31 @@ def main() -> None:
         new_hit += c.significant and c.diff > 0
         old = welch(list(control.values()), list(base.values()), a.alpha)
         old_hit += old.significant and old.diff > 0
-        print(f"report {r + 1}/{a.reports}: new any-significant={any(x.significant for x in family)}  "
-              f"control {c.diff * 100:+.2f} points {'detected' if c.significant else 'missed'}  ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
+        print(
+            f"report {r + 1}/{a.reports}: new any-significant={any(x.significant for x in family)}  "
+            f"control {c.diff * 100:+.2f} points {'detected' if c.significant else 'missed'}  ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     n = a.reports
     print()
-    print(f"null calibration: {n} reports x {a.rows} null rows x {a.seeds} seeds (digits, MLP hidden [32, 16], "
-          f"{a.epochs} epochs), alpha={a.alpha}; bit-identical null rows: {identical}")
+    what = "data order" if a.streams == "order" else "initialization and data order"
+    print(
+        f"null calibration: {n} reports x {a.rows} null rows x {a.seeds} seeds (digits, MLP hidden [32, 16], "
+        f"{a.epochs} epochs), null rows differ from the baseline in {what}, alpha={a.alpha}; bit-identical null rows: {identical}"
+    )
     for name, k in (("paired t + Holm (today)", new_fp), ("Welch, unadjusted (before)", old_fp)):
         lo, hi = clopper_pearson(k, n)
         print(f"  family-wise false-positive rate, {name}: {k}/{n} = {k / n:.3f} (95% CI {lo:.3f}-{hi:.3f})")
     mean_eff = sum(effects) / len(effects)
-    print(f"  positive control {' '.join(a.control)} (mean effect {mean_eff * 100:+.2f} points): detected in "
-          f"{new_hit}/{n} reports today (Holm over {a.rows + 1}), {old_hit}/{n} before")
+    print(
+        f"  positive control {' '.join(a.control)} (mean effect {mean_eff * 100:+.2f} points): detected in "
+        f"{new_hit}/{n} reports today (Holm over {a.rows + 1}), {old_hit}/{n} before"
+    )
     expected_old = 1 - (1 - a.alpha) ** a.rows
-    print(f"  (independent tests would give 1-(1-alpha)^{a.rows} = {expected_old:.2f} for the unadjusted procedure;"
-          f" rows sharing the baseline are positively correlated, so less)  total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"  (independent tests would give 1-(1-alpha)^{a.rows} = {expected_old:.2f} for the unadjusted procedure;"
+        f" rows sharing the baseline are positively correlated, so less)  total {time.perf_counter() - t0:.0f} s"
+    )
     if math.isnan(mean_eff):
         sys.exit(1)
 

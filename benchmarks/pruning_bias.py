@@ -37,8 +37,18 @@ VARIANTS = {
 def run_study(folder: Path, name: str, sampler_seed: int, overrides: list[str], extra: list[str]) -> dict:
     import optuna
 
-    args = [sys.executable, "-m", "sweeper", "+sweep=dropout", f"sweep.study_name={name}", f"sweep.sampler.seed={sampler_seed}",
-            "sweep.replicates=0", "trainer.threads=1", *overrides, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "sweeper",
+        "+sweep=dropout",
+        f"sweep.study_name={name}",
+        f"sweep.sampler.seed={sampler_seed}",
+        "sweep.replicates=0",
+        "trainer.threads=1",
+        *overrides,
+        *extra,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(args, cwd=folder, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -46,9 +56,12 @@ def run_study(folder: Path, name: str, sampler_seed: int, overrides: list[str], 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/mlruns/optuna.db")
     trials = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     best = study.best_trial
-    return {"p": 0.0 if best.user_attrs.get("baseline") else float(best.params["regularizer.p"]),
-            "epochs": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
-            "pruned": sum(t.state.name == "PRUNED" for t in trials), "seconds": time.perf_counter() - t0}
+    return {
+        "p": 0.0 if best.user_attrs.get("baseline") else float(best.params["regularizer.p"]),
+        "epochs": sum(int(t.user_attrs.get("epochs_trained", 0)) for t in trials),
+        "pruned": sum(t.state.name == "PRUNED" for t in trials),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def main() -> None:
@@ -81,8 +94,10 @@ def main() -> None:
         for s in a.sampler_seeds:
             for v in a.variants:
                 results[v][s] = r = run_study(Path(tmp), f"dropout_{v.replace('.', '_')}_s{s}", s, VARIANTS[v], a.extra)
-                print(f"sampler seed {s} {v:>12}: selected p={r['p']:.3f}, {r['epochs']} epochs, {r['pruned']} pruned, "
-                      f"{r['seconds']:.0f} s", flush=True)
+                print(
+                    f"sampler seed {s} {v:>12}: selected p={r['p']:.3f}, {r['epochs']} epochs, {r['pruned']} pruned, {r['seconds']:.0f} s",
+                    flush=True,
+                )
     print("\nreplicating every selection on seeds", seeds[0], "...", seeds[-1], flush=True)
     total_none = sum(results["none"][s]["epochs"] for s in a.sampler_seeds) if "none" in results else None
     for v in a.variants:
@@ -95,13 +110,18 @@ def main() -> None:
             hi = c.ci_high if c.ci_high is not None else c.diff
             ok = hi >= 0
             verdicts.append(ok)
-            print(f"  {v:>12} seed {s}: p={results[v][s]['p']:.3f} vs unpruned p={results['none'][s]['p']:.3f}: "
-                  f"test {sum(mine) / len(mine):.4f} vs {sum(ref) / len(ref):.4f}, paired diff {c.diff * 100:+.2f} points "
-                  f"[{lo * 100:+.2f}, {hi * 100:+.2f}] {'ok' if ok else 'WORSE'}")
+            print(
+                f"  {v:>12} seed {s}: p={results[v][s]['p']:.3f} vs unpruned p={results['none'][s]['p']:.3f}: "
+                f"test {sum(mine) / len(mine):.4f} vs {sum(ref) / len(ref):.4f}, paired diff {c.diff * 100:+.2f} points "
+                f"[{lo * 100:+.2f}, {hi * 100:+.2f}] {'ok' if ok else 'WORSE'}"
+            )
         epochs = sum(results[v][s]["epochs"] for s in a.sampler_seeds)
         share = epochs / total_none if total_none else float("nan")
-        print(f"{v:>12}: {epochs} epochs = {share:.2f} of unpruned; selections within the paired CI on "
-              f"{sum(verdicts)}/{len(verdicts)} sampler seeds -> {'PASS' if all(verdicts) and share <= 0.6 else 'fail'}", flush=True)
+        print(
+            f"{v:>12}: {epochs} epochs = {share:.2f} of unpruned; selections within the paired CI on "
+            f"{sum(verdicts)}/{len(verdicts)} sampler seeds -> {'PASS' if all(verdicts) and share <= 0.6 else 'fail'}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--help" in argv or "-h" in argv:
         print(_usage())
         return 0
-    from .errors import ConfigError, TrackingUnavailable
+    from .errors import ConfigError, StoreUnavailable
     from .masking import mask, printable
 
     try:
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except TrackingUnavailable as exc:
+    except StoreUnavailable as exc:
         print(f"error: {printable(mask(str(exc)))}", file=sys.stderr)
         return 3
 

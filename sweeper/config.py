@@ -80,6 +80,7 @@ class TrainerConfig:
     deterministic: bool = False
     scale_epochs_by_fraction: bool = False  # data_size: max_epochs / data.train_fraction epochs, the same optimizer steps
     max_epochs_cap: int = 200  # the cap on those scaled epochs
+    checkpoint_every: int = 0  # sweeps: save a Lightning checkpoint to the trial's MLflow run every N epochs (0: off)
 
 
 @dataclass
@@ -289,6 +290,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.lr", cfg.optim.lr, "must be a finite number > 0")
     _positive_int(t.max_epochs, "trainer.max_epochs")
     _positive_int(t.max_epochs_cap, "trainer.max_epochs_cap")
+    if not isinstance(t.checkpoint_every, int) or isinstance(t.checkpoint_every, bool) or t.checkpoint_every < 0:
+        raise ConfigError("trainer.checkpoint_every", t.checkpoint_every, "must be an integer >= 0 (0: no checkpoints)")
     if t.accelerator not in ACCELERATORS:
         raise ConfigError("trainer.accelerator", t.accelerator, f"allowed: {', '.join(ACCELERATORS)}")
     if t.accelerator in ("gpu", "cuda"):

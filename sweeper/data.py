@@ -237,6 +237,12 @@ class TensorDataModule(pl.LightningDataModule):
             self.splits = self.splits.to(device)
             self._train.x, self._train.y = self.splits.x_train, self.splits.y_train
 
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed trial continues the same data order
+        return {"generator": self._train.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train.generator.set_state(state_dict["generator"])
+
     def train_dataloader(self):
         return self._train
 

@@ -18,5 +18,33 @@ class TrialAbandoned(RuntimeError):
     elsewhere): stop training it, leave its run FAILED, tell Optuna nothing."""
 
 
-class TrackingUnavailable(RuntimeError):
-    """The MLflow tracking server stopped answering: the worker stops (its trial is re-queued), exit 3."""
+class StoreUnavailable(RuntimeError):
+    """A store (MLflow or Optuna) stopped answering or can no longer be written: the worker stops, exit 3; the
+    study resumes when the command is re-run after the fix (a trial left RUNNING goes stale and is retried)."""
+
+
+class TrackingUnavailable(StoreUnavailable):
+    """The MLflow tracking server stopped answering, or the MLflow store cannot be written."""
+
+
+def write_failure(exc: BaseException | None) -> str | None:
+    """Why a store write failed, when the disk is read-only or full (any store, any layer; follows the causes)."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
+            return exc.strerror or str(exc)
+        text = str(exc).lower()
+        for marker in (
+            "readonly database",
+            "read-only file system",
+            "database or disk is full",
+            "no space left on device",
+            "disk i/o error",
+            "unable to open database file",
+        ):
+            if marker in text:
+                return marker
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None

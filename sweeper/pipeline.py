@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 from . import config as config_mod
 from . import stores
-from .errors import TrackingUnavailable
+from .errors import StoreUnavailable, write_failure
+from .masking import mask
 from .progress import Progress, table
 from .study import counts, open_study
 from .worker import run_workers, study_context
@@ -23,8 +24,18 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     try:
         stores.check_tracking(cfg)
         return _sweep(cfg, argv)
-    except TrackingUnavailable as exc:
+    except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # an Optuna storage write that failed (StorageInternalError wraps the SQLite error)
+        reason = write_failure(exc)
+        if reason is None:
+            raise
+        print(
+            f"error: Optuna storage {mask(stores.storage_url(cfg))} cannot be written ({reason}); fix it and re-run the "
+            "same command: the study resumes where it stopped",
+            file=sys.stderr,
+        )
         return 3
 
 

@@ -231,6 +231,14 @@ class RestoringEarlyStopping(_LightningEarlyStopping):
         if self.best_state is not None:
             pl_module.load_state_dict(self.best_state)
 
+    def state_dict(self) -> dict[str, Any]:  # a resumed trial keeps its best weights and patience count
+        return {**super().state_dict(), "best_state": self.best_state, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        self.best_state, self.best_epoch = state.pop("best_state", None), state.pop("best_epoch", None)
+        super().load_state_dict(state)
+
 
 class EarlyStopping(Regularizer):
     """Stop when the monitored validation metric stops improving; restore the best epoch's weights."""

@@ -41,3 +41,6 @@ def quiet_libraries() -> None:
     """Lightning and MLflow log at INFO by default (and mlflow.pytorch re-enables Lightning's loggers)."""
     for name in _QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs every failed SQL statement with its whole traceback before raising it; sweeper turns the raised
+    # error into one line (a full or read-only disk: exit 3), so the logged copy is noise.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)

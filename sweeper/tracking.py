@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .errors import TrackingUnavailable
+from .errors import StoreUnavailable, TrackingUnavailable, write_failure
 from .masking import mask
 from .stores import ensure_sqlite_dir
 
@@ -41,7 +41,8 @@ def _unavailable(exc: Exception) -> bool:
 
 
 def _guard(method):
-    """Turn a lost MLflow server into one clear exception instead of a retry storm or a traceback."""
+    """Turn a lost MLflow server, or a store that can no longer be written, into one clear exception (exit 3)
+    instead of a retry storm or a traceback."""
     import functools
 
     @functools.wraps(method)
@@ -49,7 +50,15 @@ def _guard(method):
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:
-            if isinstance(exc, TrackingUnavailable) or not _unavailable(exc):
+            if isinstance(exc, TrackingUnavailable):
+                raise
+            reason = write_failure(exc)
+            if reason is not None:
+                raise TrackingUnavailable(
+                    f"MLflow store {mask(self.uri)} cannot be written ({reason}); fix it and re-run the same command: "
+                    "the study resumes where it stopped"
+                ) from None
+            if not _unavailable(exc):
                 raise
             raise TrackingUnavailable(
                 f"MLflow tracking server {mask(self.uri)} is unreachable ({type(exc).__name__}); the study can be resumed when it is back"
@@ -197,6 +206,20 @@ class Tracker:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results)
 
     @_guard
+    def download_artifact(self, run_id: str, path: str, dst: str | Path) -> Path | None:
+        """The artifact's local copy, or None when the run has no such artifact."""
+        try:
+            return Path(self.client.download_artifacts(run_id, path, str(dst)))
+        except (MlflowException, OSError):
+            return None
+
+    def copy_epoch_history(self, src: str, dst: str, keys: Iterable[str], through_step: int) -> None:
+        """Per-epoch curves of ``src`` up to ``through_step`` into ``dst`` (a resumed trial's run shows every epoch)."""
+        items = [m for k in keys for m in self.metric_history(src, k) if m.step <= through_step]
+        if items:
+            self.log_metric_items(dst, items)
+
+    @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)
 
@@ -230,7 +253,7 @@ class EpochLogger(pl.Callback):
         self.flush()
 
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, TrackingUnavailable):
+        if not isinstance(exception, StoreUnavailable):  # a lost store: nothing more to send
             self.flush()
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import signal
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,12 +26,13 @@ from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
 from .data import Splits, TensorDataModule, load_splits
-from .errors import TrackingUnavailable, TrialAbandoned, TrialFailed
+from .errors import StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
 from .models import build_model, count_parameters
 from .module import RegularizedModule, evaluate
 from .tracking import EpochLogger, Tracker
 
 ABANDONED = "trial taken over: this worker stalled past the grace period and the trial was retried elsewhere"
+EPOCH_METRICS = ("train_loss", "train_penalty", "train_acc", "val_loss", "val_acc", "gen_gap")  # module.epoch_metrics
 FINAL_NAMES = {"val_acc": "final_val_acc", "val_loss": "final_val_loss"}
 
 
@@ -79,6 +82,31 @@ class _History(pl.Callback):
     def on_validation_end(self, trainer, pl_module):
         if not trainer.sanity_checking and pl_module.epoch_metrics:
             self.epochs.append(dict(pl_module.epoch_metrics))
+
+    def state_dict(self) -> dict[str, Any]:  # saved in checkpoints: a resumed trial reports every epoch
+        return {"epochs": self.epochs, "seconds": self.seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epochs, self.seconds = list(state["epochs"]), list(state["seconds"])
+
+
+class MlflowCheckpoint(pl.Callback):
+    """Every ``every`` epochs: a Lightning checkpoint (model, optimizer, loop, callback and data-order state) saved
+    as the run's artifact ``checkpoints/last.ckpt``, after the epoch's metrics were sent, so a retried trial resumes
+    from it instead of epoch 0 (``worker.py``)."""
+
+    def __init__(self, tracker: Tracker, run_id: str, every: int, logger: EpochLogger | None):
+        self.tracker, self.run_id, self.every, self.logger = tracker, run_id, every, logger
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
+            return
+        if self.logger is not None:
+            self.logger.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "last.ckpt"
+            trainer.save_checkpoint(path)
+            self.tracker.log_artifact(self.run_id, path, "checkpoints")
 
 
 def sparsity_metrics(model: torch.nn.Module) -> dict[str, float]:
@@ -167,6 +195,7 @@ def run_trial(
     evaluate_test: bool = True,
     before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None,
     still_owned: Callable[[], bool] | None = None,
+    resume_from: str | None = None,
 ) -> TrialResult:
     """Train one model; returns completed/pruned/failed/abandoned. KeyboardInterrupt ends the run KILLED and
     propagates. ``still_owned`` (sweeps) is asked before the run is closed FINISHED: a worker that lost its trial
@@ -186,6 +215,7 @@ def run_trial(
     dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, order_seed)
 
     run_id: str | None = None
+    epoch_logger: EpochLogger | None = None
     history = _History()
     all_callbacks: list = [history]
     if tracker is not None:
@@ -198,9 +228,12 @@ def run_trial(
             on_run_created(run_id)
         tracker.log_params(run_id, flat_params(cfg))
         tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
-        all_callbacks.append(EpochLogger(tracker, run_id))
+        epoch_logger = EpochLogger(tracker, run_id)
+        all_callbacks.append(epoch_logger)
     es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
     all_callbacks += es_callbacks + list(callbacks or [])
+    if tracker is not None and run_id is not None and cfg.trainer.checkpoint_every:  # last: after every state update
+        all_callbacks.append(MlflowCheckpoint(tracker, run_id, int(cfg.trainer.checkpoint_every), epoch_logger))
     es = es_callbacks[0] if es_callbacks else None
 
     def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
@@ -218,16 +251,16 @@ def run_trial(
 
     trainer = _trainer(cfg, all_callbacks)
     try:
-        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned)
+        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from)
     except KeyboardInterrupt:  # anywhere after the run exists: close it KILLED, then propagate
         finish("killed", "KILLED", "interrupted (Ctrl-C)")
         raise
 
 
-def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None) -> TrialResult:
+def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None, resume_from=None) -> TrialResult:
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=dm)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume_from)  # resume_from: a retried trial's last checkpoint
     except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its own cleanup
         if trainer.interrupted:
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -243,9 +276,14 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
         return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})
     except TrialFailed as exc:
         return finish("failed", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
-    except TrackingUnavailable:
+    except StoreUnavailable:
         raise
     except Exception as exc:
+        reason = write_failure(exc)
+        if reason is not None:  # e.g. the pruner's report to a read-only Optuna storage: stop, do not blame the trial
+            raise StoreUnavailable(
+                f"a store cannot be written ({reason}); fix it and re-run the same command: the study resumes where it stopped"
+            ) from None
         return finish("failed", "FAILED", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     fit_seconds = time.perf_counter() - t0
     if not history.epochs:

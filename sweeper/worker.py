@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import config as config_mod
 from . import optuna_compat, stores
-from .errors import ConfigError, TrackingUnavailable, TrialAbandoned
+from .errors import ConfigError, StoreUnavailable, TrialAbandoned
 from .search_space import SearchParam, format_override
 from .study import open_study, slots
 from .tracking import Tracker, close_runs
@@ -200,14 +201,19 @@ class Worker:
                 self._run_one(trial, trial_id, heartbeat)
         except optuna.exceptions.UpdateFinishedTrialError:  # taken over while stalled, found at any storage write
             self._abandoned(trial)
-        except (KeyboardInterrupt, TrackingUnavailable) as exc:
-            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "tracking server lost"
+        except (KeyboardInterrupt, StoreUnavailable) as exc:
+            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
             try:
                 trial.set_user_attr("fail_reason", f"{reason}; re-queued for the next run")
                 frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 if frozen.state == TrialState.FAIL:
                     RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
+            except Exception:
+                if not isinstance(exc, StoreUnavailable):
+                    raise
+                # the Optuna storage cannot be written either: the trial stays RUNNING, goes stale, and is retried
+                # by the next run after the fix
             finally:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             raise
@@ -215,7 +221,7 @@ class Worker:
     def _run_one(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from .trial import prepare, run_trial
+        from .trial import prepare
 
         baseline = bool(trial.user_attrs.get("baseline"))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
@@ -230,11 +236,53 @@ class Worker:
         callbacks: list[pl.Callback] = [OwnershipCheck(heartbeat)]
         if self.monitor:  # the baseline reports its curve (a reference for the pruner) but is never pruned
             callbacks.append(ReportOnly(trial, self.monitor) if baseline else PyTorchLightningPruningCallback(trial, monitor=self.monitor))
-        name = self.study.study_name
         trial.set_user_attr("technique", prepared.technique)
         trial.set_user_attr("overrides", overrides)
-        axis = self.cfg.sweep.axis
-        result = run_trial(
+        with tempfile.TemporaryDirectory() as tmp:
+            resume = self._checkpoint_of_failed_attempt(trial, trial_cfg, tmp)
+            result = self._train(trial, trial_id, heartbeat, trial_cfg, prepared, baseline, callbacks, resume)
+        if result.status == "abandoned" or not heartbeat.owned():
+            self._abandoned(trial)
+            return
+        self._tell(trial, result)
+
+    def _checkpoint_of_failed_attempt(self, trial: optuna.Trial, cfg: DictConfig, tmp: str) -> tuple[str, str, int] | None:
+        """A retried trial (its worker was killed) carries the failed attempt's run id; with checkpoints on, that run's
+        last checkpoint is where training resumes. Returns (checkpoint path, old run id, epochs done) or None."""
+        old_run = trial.user_attrs.get("mlflow_run_id")
+        if not cfg.trainer.checkpoint_every or not old_run:
+            return None
+        path = self.tracker.download_artifact(old_run, "checkpoints/last.ckpt", tmp)
+        if path is None:
+            return None
+        import torch
+
+        epochs_done = int(torch.load(path, map_location="cpu", weights_only=False)["epoch"]) + 1
+        return str(path), old_run, epochs_done
+
+    def _train(
+        self,
+        trial: optuna.Trial,
+        trial_id: int,
+        heartbeat: Heartbeat,
+        trial_cfg: DictConfig,
+        prepared: Any,
+        baseline: bool,
+        callbacks: list[pl.Callback],
+        resume: tuple[str, str, int] | None,
+    ) -> Any:
+        from .trial import EPOCH_METRICS, run_trial
+
+        name, axis = self.study.study_name, self.cfg.sweep.axis
+
+        def on_run_created(run_id: str) -> None:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            if resume is not None:  # one run holds the whole history; it links the attempt it continues
+                _, old_run, epochs_done = resume
+                self.tracker.set_tags(run_id, {"resumed_from_run": old_run, "resumed_from_epoch": epochs_done})
+                self.tracker.copy_epoch_history(old_run, run_id, EPOCH_METRICS, epochs_done - 1)
+
+        return run_trial(
             trial_cfg,
             self.tracker,
             prepared=prepared,
@@ -250,14 +298,14 @@ class Worker:
                 "searched": json.dumps(trial.params),
                 **({"axis_value": trial.params.get(axis)} if axis else {}),
             },
-            on_run_created=lambda rid: trial.set_user_attr("mlflow_run_id", rid),
+            on_run_created=on_run_created,
             # search trials never see the test split; grid sweeps (axis) select nothing and are scored on it
             evaluate_test=bool(axis),
             still_owned=heartbeat.owned,
+            resume_from=None if resume is None else resume[0],
         )
-        if result.status == "abandoned" or not heartbeat.owned():
-            self._abandoned(trial)
-            return
+
+    def _tell(self, trial: optuna.Trial, result: Any) -> None:
         trial.set_user_attr("epochs_trained", len(result.history))
         if result.status == "completed":
             missing = [m for m, _ in self.objectives if m not in result.metrics]
@@ -292,7 +340,7 @@ def worker_process(argv: list[str], threads: int) -> None:
         Worker(argv, cfg, ctx, study, parent).run()
     except KeyboardInterrupt:
         sys.exit(130)
-    except TrackingUnavailable as exc:
+    except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)
 

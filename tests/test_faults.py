@@ -197,3 +197,139 @@ def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_
     for number, (run,) in per_trial.items():
         assert run.info.status == expected[by_number[number].state.name], (number, run.info.status, by_number[number].state)
     assert sum(r.info.status == "FINISHED" for r in runs) == 8
+
+
+@pytest.mark.slow
+def test_two_invocations_finishing_one_study_never_run_a_replicate_twice(sweep_dir):
+    """Replicates, cost timings and the registration are claimed atomically (companion Optuna studies): two real
+    processes that reach replication together split the work and never repeat a (configuration, seed)."""
+    base = sweep_args("dropout", "sweep.n_trials=2")
+    assert main([*base, "sweep.replicates=0"]) == 0  # the search is done; replication has not run
+    argv = [*base, "sweep.replicates=3", "sweep.timing_repeats=2"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweeper", *argv], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    reps = [(r.data.tags["replicate_of"], r.data.tags["seed"]) for r in runs if r.data.tags.get("role") == "replicate"]
+    assert len(reps) == len(set(reps)) == 9  # none, dropout, ref:seed_dropout_0.2 x 3 seeds, each exactly once
+    costs = sorted(r.data.tags["replicate_of"] for r in runs if r.data.tags.get("role") == "cost")
+    assert costs == ["dropout", "ref:seed_dropout_0.2"]
+    both = [sum(f"replicate {i}/" in o for i in range(1, 10)) for o in outs]
+    assert sum(both) == 9  # the nine replicates were split between the two processes
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    assert len(client.search_model_versions("name = 'sweeper-dropout'")) == 1
+
+
+@pytest.mark.slow
+def test_checkpointed_trial_killed_mid_training_resumes_from_its_last_checkpoint(sweep_dir):
+    """trainer.checkpoint_every=2: the worker is SIGKILLed after a checkpoint; the retry resumes from it, its run
+    links the killed attempt and holds every epoch's curve, and it reports the full epoch count."""
+    from mlflow.tracking import MlflowClient
+
+    epochs = 30
+    args = [
+        *sweep_args(
+            "dropout",
+            "sweep.n_trials=3",
+            f"trainer.max_epochs={epochs}",
+            "trainer.checkpoint_every=2",
+            "sweep.replicates=0",
+            "sweep.pruner.name=none",
+        ),
+        "trainer.threads=1",
+    ]
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    victim = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = str(sweep_dir / "mlruns" / "optuna.db")
+    deadline, target = time.time() + 120, None
+    while time.time() < deadline and target is None:  # wait until the running trial has saved a checkpoint
+        time.sleep(0.2)
+        t = _running_trial_of(storage, "dropout", victim.pid)
+        run_id = t.user_attrs.get("mlflow_run_id") if t is not None else None
+        if run_id and any(a.path.endswith("last.ckpt") for a in client.list_artifacts(run_id, "checkpoints")):
+            target = t
+    assert target is not None, "no checkpoint appeared"
+    victim.kill()
+    victim.wait()
+    time.sleep(5)  # past grace_period=4: the re-run fails the stale trial and retries it
+    assert main(args) == 0
+    study = load_study(storage, "dropout")
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == target.number]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"
+    assert retry[0].user_attrs["epochs_trained"] == epochs  # the same number of epochs as an uninterrupted trial
+    run = client.get_run(retry[0].user_attrs["mlflow_run_id"])
+    assert run.data.tags["resumed_from_run"] == target.user_attrs["mlflow_run_id"]
+    resumed_at = int(run.data.tags["resumed_from_epoch"])
+    assert resumed_at >= 2 and resumed_at % 2 == 0
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_acc"))
+    assert steps == list(range(epochs))  # one run holds the whole curve: copied epochs + trained epochs
+    assert int(run.data.metrics["epochs_trained"]) == epochs
+    assert client.get_run(target.user_attrs["mlflow_run_id"]).info.status == "FAILED"
+
+
+@pytest.fixture
+def small_disk(tmp_path, mlflow_template):
+    """A working folder on its own 96 MB tmpfs, which the test can fill up mid-study (a full disk) and free again."""
+    import shutil
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail("cannot mount a tmpfs (CI runs as root)")
+        pytest.skip("needs root for a tmpfs")
+    (mnt / "mlruns").mkdir()
+    shutil.copy(mlflow_template, mnt / "mlruns" / "mlflow.db")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_disk_full_mid_study_stops_with_exit_3_and_resumes_exactly(small_disk, monkeypatch):
+    mnt = small_disk
+    args = [*sweep_args("dropout", "sweep.n_trials=6", "trainer.max_epochs=15", "sweep.replicates=0"), "trainer.threads=1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=mnt, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    storage = str(mnt / "mlruns" / "optuna.db")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if sum(t.state.name == "COMPLETE" for t in load_study(storage, "dropout").trials) >= 2:
+                break
+        except Exception:
+            pass
+        time.sleep(0.2)
+    filler = mnt / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)  # until the disk is full
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        filler.unlink()  # the fix: space again
+    assert proc.returncode == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "cannot be written" in last and "re-run the same command" in last, last
+    assert "Traceback" not in err
+    time.sleep(5)  # past grace_period=4: a trial left RUNNING is stale on the re-run and retried
+    monkeypatch.chdir(mnt)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(args) == 0
+    study = load_study(storage, "dropout")
+    replaced = {n for t in study.trials for n in t.system_attrs.get("retry_history", [])}
+    logical = [t for t in study.trials if t.number not in replaced]
+    assert len(logical) == 6 and all(t.state.name in ("COMPLETE", "PRUNED") for t in logical)
+    runs = [r for r in all_runs(f"sqlite:///{mnt / 'mlruns' / 'mlflow.db'}") if r.data.tags.get("role") == "trial"]
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert sum(r.info.status == "FINISHED" for r in runs) == 6
