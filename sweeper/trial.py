@@ -25,7 +25,7 @@ from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
-from .data import Splits, TensorDataModule, load_splits
+from .data import Splits, TensorDataModule, data_source, load_splits
 from .errors import StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
 from .models import build_model, count_parameters
 from .module import RegularizedModule, evaluate
@@ -227,6 +227,21 @@ def run_trial(
         if on_run_created:  # first, so the link exists even if the next calls fail
             on_run_created(run_id)
         tracker.log_params(run_id, flat_params(cfg))
+        s = prepared.splits
+        tracker.log_dataset(
+            run_id,
+            cfg.data.name,
+            s.digest(),
+            data_source(cfg.data),
+            {
+                "train": len(s.y_train),
+                "val": len(s.y_val),
+                "test": len(s.y_test),
+                "train_fraction": float(cfg.data.train_fraction),
+                "split_seed": int(cfg.data.split_seed),
+                "classes": s.n_classes,
+            },
+        )
         tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
         epoch_logger = EpochLogger(tracker, run_id)
         all_callbacks.append(epoch_logger)

@@ -42,6 +42,18 @@ def pruning_monitor(cfg: DictConfig) -> str | None:
     return objs[0][0]
 
 
+def run_name(number: int, technique: str, params: dict[str, Any], baseline: bool) -> str:
+    """A readable MLflow run name: ``t5 dropout p=0.069`` (the searched values, last key component)."""
+    from .config import GROUPS
+
+    shown = [
+        f"{k.rsplit('.', 1)[-1]}={v:.3g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
+        for k, v in params.items()
+        if k not in GROUPS
+    ]
+    return " ".join([f"t{number}", technique, *(["(baseline)"] if baseline else shown)])
+
+
 class StaleTrialHandler:
     """A worker died mid-trial: close its MLflow run FAILED, then re-queue the trial (bounded)."""
 
@@ -286,7 +298,7 @@ class Worker:
             trial_cfg,
             self.tracker,
             prepared=prepared,
-            run_name=f"{name}-trial-{trial.number}",
+            run_name=run_name(trial.number, prepared.technique, trial.params, baseline),
             parent_run_id=self.parent,
             callbacks=callbacks,
             tags={

@@ -85,6 +85,20 @@ def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
     assert {r.data.tags["replicate_of"] for r in with_model} == {"none", "l1", "dropout"}
     versions = client.search_model_versions("name = 'sweeper-compare'")
     assert len(versions) == 1
+    champion = client.get_model_version_by_alias("sweeper-compare", "champion")  # aliases, not deprecated stages
+    assert champion.version == versions[0].version and "replicate seeds never used by the search" in champion.description
+    # lineage: readable run names, the dataset each run trained on, the experiment's description, metric names
+    baseline_run = next(r for r in trials if r.data.tags.get("baseline") == "True")
+    assert baseline_run.info.run_name == "t0 none (baseline)"
+    assert any(re.fullmatch(r"t\d+ l1 l1=[0-9.e-]+", r.info.run_name) for r in trials)
+    inputs = client.get_run(reps[0].info.run_id).inputs.dataset_inputs
+    assert inputs[0].dataset.name == "digits" and json.loads(inputs[0].dataset.profile)["train"] > 0
+    assert len({client.get_run(r.info.run_id).inputs.dataset_inputs[0].dataset.digest for r in reps}) == 1
+    exp = client.get_experiment_by_name("compare")
+    assert "report/report.html" in exp.tags["mlflow.note.content"]
+    from conftest import load_study
+
+    assert load_study(compare_dir / "mlruns" / "optuna.db", "compare").metric_names == ["val_acc"]
     import mlflow.pytorch
     import torch
 
