@@ -15,21 +15,32 @@ USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
   python -m sweeper regularizer=[dropout,l2,early_stopping]     techniques combined
   python -m sweeper +sweep=dropout                     an Optuna study (see conf/sweep/)
   --cfg   print the resolved config and exit
+  --config-dir DIR   a team's config folder (sweep/, data/, model/, ...) layered over the shipped configs;
+                     also ./conf and $SWEEPER_CONFIG_DIR
 Config groups (group=option): {groups}
 """
 
 
-def _usage() -> str:
+def _usage(argv: list[str]) -> str:
+    from . import conf_layers
     from .config import GROUPS, available
 
-    groups = "".join(f"\n  {g}: {', '.join(available(g))}" for g in GROUPS)
-    return USAGE.format(groups=groups)
+    layers = conf_layers.overlays(conf_layers.split_argv(argv)[1])
+    groups = "".join(f"\n  {g}: {', '.join(available(g, layers))}" for g in GROUPS)
+    where = "".join(f"\n  {p}" for p in reversed(layers)) + f"\n  {conf_layers.SHIPPED} (shipped)"
+    return USAGE.format(groups=groups) + f"Config folders, highest precedence first:{where}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
-        print(_usage())
+        from .errors import ConfigError as _ConfigError
+
+        try:
+            print(_usage(argv))
+        except _ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     from .errors import ConfigError, StoreUnavailable
     from .masking import mask, printable

@@ -21,11 +21,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from . import regularizers, stores
+from . import conf_layers, regularizers, stores
 from .errors import ConfigError
 from .names import check_name
 
-CONF_DIR = Path(__file__).parent / "conf"
 GROUPS = ("data", "model", "regularizer", "trainer", "tracking", "sweep")
 DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "csv")
 MODELS = ("mlp", "cnn")
@@ -155,16 +154,18 @@ class Config:
     storage: Optional[str] = None  # shortcut for tracking.storage
     workers: int = 1
     sweep: Optional[SweepConfig] = None
+    config_dirs: List[str] = field(default_factory=list)  # team config folders in effect (set by load(); see conf_layers)
 
 
 ConfigStore.instance().store(name="sweeper_schema", node=Config)
 
 
-def available(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def available(group: str, layers: list[Path] | None = None) -> list[str]:
+    """The group's options, shipped and team ones (``conf_layers``); ``layers`` default: ./conf and $SWEEPER_CONFIG_DIR."""
+    return conf_layers.options(group, conf_layers.overlays() if layers is None else layers)
 
 
-def _check_group_choices(overrides: list[str]) -> None:
+def _check_group_choices(overrides: list[str], layers: list[Path]) -> None:
     """Unknown config-group options get a one-line error listing the available ones."""
     for ov in overrides:
         key, sep, value = ov.lstrip("+~").partition("=")
@@ -172,16 +173,17 @@ def _check_group_choices(overrides: list[str]) -> None:
             continue
         names = value.strip("[]").split(",") if value.startswith("[") else [value]
         for name in (n.strip() for n in names):
-            if name and name not in available(key):
-                raise ConfigError(key, name, f"unknown {key}; available: {', '.join(available(key))}")
+            if name and name not in available(key, layers):
+                raise ConfigError(key, name, f"unknown {key}; available: {', '.join(available(key, layers))}")
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
-    """Hydra composition of conf/ + overrides (the same grammar as @hydra.main)."""
-    _check_group_choices(overrides)
+def compose_config(overrides: list[str], layers: list[Path] | None = None) -> DictConfig:
+    """Hydra composition of the config layers + overrides (the same grammar as @hydra.main)."""
+    layers = conf_layers.overlays() if layers is None else layers
+    _check_group_choices(overrides, layers)
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_layers.root(layers)), version_base="1.3"):
             return compose(config_name="config", overrides=list(overrides))
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
@@ -233,21 +235,43 @@ def split_param_overrides(overrides: list[str]) -> tuple[list[str], dict[str, st
     return rest, params
 
 
-def load(overrides: list[str]) -> DictConfig:
-    """Compose and validate; the returned config is read-only."""
+def load(argv: list[str]) -> DictConfig:
+    """Compose and validate (``argv``: overrides, and any ``--config-dir DIR``); the returned config is read-only."""
+    overrides, cli_dirs = conf_layers.split_argv(list(argv))
+    layers = conf_layers.overlays(cli_dirs)
     overrides, param_overrides = split_param_overrides(overrides)
-    cfg = compose_config(overrides)
+    cfg = compose_config(overrides, layers)
+    cfg.config_dirs = [str(p) for p in layers]
     if param_overrides:
         if cfg.sweep is None:
             raise ConfigError("sweep.params", param_overrides, "only valid with +sweep=<name>")
         with open_dict(cfg.sweep.params):
             for name, expr in param_overrides.items():
                 cfg.sweep.params[name] = expr
-    validate(cfg)
-    if cfg.sweep is not None:
-        validate_sweep(cfg)
+    try:
+        validate(cfg)
+        if cfg.sweep is not None:
+            validate_sweep(cfg)
+    except ConfigError as exc:
+        raise _naming_team_file(exc, cfg, overrides, layers) from None
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _naming_team_file(exc: ConfigError, cfg: DictConfig, overrides: list[str], layers: list[Path]) -> ConfigError:
+    """A bad value that comes from a team's config file: the error names that file."""
+    group = exc.field.split(".", 1)[0]
+    if group not in GROUPS or not layers:
+        return exc
+    chosen = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == group and "=" in o), None)
+    if chosen is None and group != "sweep":
+        chosen = OmegaConf.select(cfg, f"{group}.name", default=None)
+    if not chosen or chosen.startswith("["):
+        return exc
+    path = conf_layers.origin(group, chosen, layers)
+    if conf_layers.SHIPPED in path.parents:
+        return exc
+    return ConfigError(exc.field, exc.value, f"{exc.allowed} (set in {path})")
 
 
 def _positive_int(value: Any, name: str) -> None:
@@ -423,11 +447,11 @@ def validate_sweep(cfg: DictConfig) -> dict:
         if not sw.techniques:
             raise ConfigError("sweep.techniques", [], "needs at least one technique")
         for tech in sw.techniques:
-            if tech not in available("regularizer") or tech == "none":
+            if tech not in available("regularizer", _layers(cfg)) or tech == "none":
                 raise ConfigError(
                     "sweep.techniques",
                     tech,
-                    f"unknown technique; available: {', '.join(t for t in available('regularizer') if t != 'none')}",
+                    f"unknown technique; available: {', '.join(t for t in available('regularizer', _layers(cfg)) if t != 'none')}",
                 )
         _positive_int(sw.trials_per_technique, "sweep.trials_per_technique")
         chosen = ["none", *sw.techniques]
@@ -462,8 +486,10 @@ def validate_sweep(cfg: DictConfig) -> dict:
     for name, p in space.items():
         if name in GROUPS:
             for choice in getattr(p.distribution, "choices", ()):
-                if choice not in available(name):
-                    raise ConfigError(f"sweep.params.{name}", choice, f"unknown {name}; available: {', '.join(available(name))}")
+                if choice not in available(name, _layers(cfg)):
+                    raise ConfigError(
+                        f"sweep.params.{name}", choice, f"unknown {name}; available: {', '.join(available(name, _layers(cfg)))}"
+                    )
         elif OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
             raise ConfigError(f"sweep.params.{name}", p.text, f"{name} is not a key of the config")
     if sw.axis is not None and sw.axis not in space:
@@ -483,6 +509,10 @@ _ABSENT = object()
 def looks(sweep: Any) -> int:
     """Replication looks: 2 when sweep.replicates_max asks for a second one (each look tested at alpha/2)."""
     return 2 if (sweep.replicates_max or 0) > sweep.replicates else 1
+
+
+def _layers(cfg: DictConfig) -> list[Path]:
+    return [Path(p) for p in cfg.get("config_dirs") or []]
 
 
 def replicate_seeds(cfg: DictConfig, count: int | None = None) -> list[int]:

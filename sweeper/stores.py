@@ -51,13 +51,14 @@ def tracking_uri(cfg: DictConfig) -> str:
 
 
 def storage_url(cfg: DictConfig) -> str:
-    """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE (required
-    in server mode), then SQLite under mlruns/."""
+    """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE, then $OPTUNA_STORAGE
+    (one of them required in server mode), then SQLite under mlruns/."""
     if cfg.storage or cfg.tracking.storage:
         return absolute_sqlite(cfg.storage or cfg.tracking.storage)
+    env = os.environ.get(STORAGE_ENV) or os.environ.get("OPTUNA_STORAGE")  # the optuna CLI's variable as a fallback
     if cfg.tracking.mode == "server":
-        return _required_env(STORAGE_ENV, "storage")
-    return absolute_sqlite(os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE)
+        return env or _required_env(STORAGE_ENV, "storage")
+    return absolute_sqlite(env or DEFAULT_STORAGE)
 
 
 def ensure_sqlite_dir(url: str) -> None:
