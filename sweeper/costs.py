@@ -11,6 +11,7 @@ below 1. Results are MLflow runs tagged ``role=cost`` under the parent run, foun
 
 from __future__ import annotations
 
+import math
 import sys
 
 import optuna
@@ -22,15 +23,20 @@ from .stats import ratio
 from .tracking import Tracker
 
 
-def _probe(argv: list[str]) -> tuple[float, float]:
-    """(seconds of one epoch's training loop, eval forward ms per 1,000 samples) of one model, no tracking."""
+PROBE_SECONDS = 0.25  # a probe trains enough epochs to last this long: a 10 ms epoch alone is mostly timer noise
+
+
+def _probe(argv: list[str], epochs: int = 1) -> tuple[float, float]:
+    """(median seconds of one epoch's training loop, eval forward ms per 1,000 samples) of one model, no tracking."""
+    import statistics
+
     from .trial import prepare, run_trial
 
-    cfg = config_mod.load(argv)
+    cfg = config_mod.load(argv + [f"trainer.max_epochs={epochs}"])
     result = run_trial(cfg, None, prepared=prepare(cfg), evaluate_test=False)
     if result.status != "completed" or not result.epoch_seconds:
         raise RuntimeError(f"timing probe failed: {result.reason}")
-    return result.epoch_seconds[0], float(result.metrics["inference_ms_per_1k"])
+    return statistics.median(result.epoch_seconds), float(result.metrics["inference_ms_per_1k"])
 
 
 def done_costs(tracker: Tracker, parent: str) -> set[str]:
@@ -49,7 +55,7 @@ def measure_costs(
     if repeats == 0 or "none" not in configs:
         return 0
     seed = config_mod.replicate_seeds(cfg, 1)[0]
-    fixed = [f"seed={seed}", "trainer.max_epochs=1", "trainer.scale_epochs_by_fraction=false"]
+    fixed = [f"seed={seed}", "trainer.scale_epochs_by_fraction=false"]
     base = argv + configs["none"] + fixed
     done = done_costs(tracker, parent)
     studies = [
@@ -57,13 +63,13 @@ def measure_costs(
         for k in configs
         if k != "none"
     ]
-    warm: list[bool] = []
+    warm: list[int] = []  # epochs per probe, set by the warm-up
 
     def job(item: dict, claim: optuna.Trial) -> float | None:
         key = item["key"]
         if not warm:  # data loading and first-use allocations are paid before anything is timed
-            _probe(base)
-            warm.append(True)
+            epoch_s, _ = _probe(base)
+            warm.append(max(1, min(20, math.ceil(PROBE_SECONDS / max(epoch_s, 1e-4)))))
         print(f"timing {key} vs baseline, {repeats} interleaved repeats", file=sys.stderr)
         tech = argv + configs[key] + fixed
         t_epoch: list[float] = []
@@ -73,7 +79,7 @@ def measure_costs(
         for r in range(repeats):
             pair = [(tech, t_epoch, t_inf), (base, b_epoch, b_inf)]
             for overrides, epochs, infs in pair if r % 2 else pair[::-1]:
-                e, i = _probe(overrides)
+                e, i = _probe(overrides, warm[0])
                 epochs.append(e)
                 infs.append(i)
         er, ir = ratio(t_epoch, b_epoch), ratio(t_inf, b_inf)

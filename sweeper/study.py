@@ -209,6 +209,7 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchP
             "n_trials": config_mod.n_trials(cfg.sweep),
             "objectives": json.dumps(config_mod.objectives(cfg.sweep)),
             "searched_params": json.dumps(list(space)),
+            "log_params": json.dumps([p.name for p in space.values() if getattr(p.distribution, "log", False)]),
             "axis": cfg.sweep.axis or "",
             "alpha": cfg.sweep.alpha,
             "looks": config_mod.looks(cfg.sweep),

@@ -205,7 +205,7 @@ def test_two_invocations_finishing_one_study_never_run_a_replicate_twice(sweep_d
     processes that reach replication together split the work and never repeat a (configuration, seed)."""
     base = sweep_args("dropout", "sweep.n_trials=2")
     assert main([*base, "sweep.replicates=0"]) == 0  # the search is done; replication has not run
-    argv = [*base, "sweep.replicates=3", "sweep.timing_repeats=2"]
+    argv = [*base, "sweep.replicates=3", "sweep.timing_repeats=3"]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "sweeper", *argv], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

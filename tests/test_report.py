@@ -200,7 +200,8 @@ def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_
     probe = (
         "<script>window.addEventListener('load',()=>{const imgs=[...document.images];"
         "document.title=JSON.stringify({rows:document.querySelectorAll('tbody tr').length,"
-        "images:imgs.length,ok:imgs.filter(i=>i.complete&&i.naturalWidth>0).length})});</script>"
+        "images:imgs.length,ok:imgs.filter(i=>i.complete&&i.naturalWidth>0).length,"
+        "narrowest:Math.min(...imgs.map(i=>i.naturalWidth)),first:imgs[0].alt})});</script>"
     )
     page.write_text((compare_dir / "reports" / "compare" / "report.html").read_text().replace("</body>", probe + "</body>"))
     dom = subprocess.run(
@@ -210,7 +211,8 @@ def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_
         timeout=120,
     ).stdout
     result = json.loads(re.search(r"<title>(.*?)</title>", dom).group(1).replace("&quot;", '"'))
-    assert result["rows"] >= 3 and result["images"] >= 4 and result["ok"] == result["images"], result
+    assert result["rows"] >= 3 and result["images"] >= 5 and result["ok"] == result["images"], result
+    assert result["narrowest"] >= 400 and result["first"] == "forest", result  # readable at 1400 px; the verdict first
     shot = tmp_path / "report.png"
     subprocess.run(
         [

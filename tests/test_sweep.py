@@ -96,6 +96,7 @@ def test_pruning_prunes_a_hopeless_trial_in_both_stores(sweep_dir):
         "sweep.n_trials=3",
         "trainer.max_epochs=4",
         "sweep.baseline=['optim.lr=0.01']",
+        "sweep.pruner.name=median",  # the pruning mechanism itself, with a pruner that acts after one trial
         "sweep.pruner.n_startup_trials=1",
         "sweep.pruner.n_warmup_steps=1",
         "sweep.params.regularizer.p=choice(0.0)",

@@ -30,7 +30,8 @@ BAD = [
     (sweep_args("dropout", "sweep.replicate_seed=1.5"), "sweep.replicate_seed: '1.5'", "could not be converted to Integer"),
     (sweep_args("dropout", "sweep.replicate_seed=-3"), "sweep.replicate_seed: -3", "integer in [0, 2**32)"),
     (sweep_args("dropout", "seed=7", "sweep.replicate_seed=5"), "sweep.replicate_seed: 5", "would reuse the search seed 7"),
-    (sweep_args("dropout", "sweep.timing_repeats=-1"), "sweep.timing_repeats: -1", "integer >= 0"),
+    (sweep_args("dropout", "sweep.timing_repeats=-1"), "sweep.timing_repeats: -1", "integer >= 3"),
+    (sweep_args("dropout", "sweep.timing_repeats=2"), "sweep.timing_repeats: 2", "no usable interval"),
     (sweep_args("dropout", "sweep.claim_reference=nope"), "sweep.claim_reference: 'nope'", "seed_dropout_0.2"),
     (sweep_args("batchnorm", "regularizer.bn_ghost=1"), "regularizer.bn_ghost: 1", "integer >= 2"),
 ]

@@ -26,6 +26,7 @@ class StudyData:
     margin: float = 0.5  # equivalence margin, accuracy points
     claim: str = ""
     claim_reference: str = ""
+    log_params: list[str] = field(default_factory=list)  # searched on a log scale: plotted on a log axis
 
     @property
     def alpha_per_look(self) -> float:
@@ -64,6 +65,7 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         margin=float(tags.get("margin", 0.5)),
         claim=tags.get("claim", ""),
         claim_reference=tags.get("claim_reference", ""),
+        log_params=json.loads(tags.get("log_params", "[]")),
     )
     for r in runs:
         if (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .collect import StudyData
 from .rows import BASELINE, Row, _num
@@ -15,6 +16,34 @@ def _strength_param(runs: list, searched: list[str]) -> str | None:
         if name not in GROUPS and len({r.data.params.get(name) for r in runs}) > 1:
             return name
     return None
+
+
+def forest(rows: list[Row], margin: float, plt: Any, save: Any) -> None:
+    """The verdict at a glance: each row's paired difference from the baseline with its 95% CI, the equivalence
+    margin as a band, and the verdict by colour (Holm-adjusted)."""
+    compared = [r for r in rows if r.comparison is not None]
+    fig, ax = plt.subplots(figsize=(9.5, 0.5 * len(compared) + 1.6))
+    ax.axvspan(-margin, margin, color="tab:gray", alpha=0.15, label=f"equivalence margin (+-{margin:g} points)")
+    ax.axvline(0, color="black", lw=1)
+    for i, r in enumerate(reversed(compared)):
+        c = r.comparison
+        assert c is not None
+        color = "tab:green" if c.significant and c.diff > 0 else "tab:red" if c.significant else "tab:gray"
+        lo = (c.ci_low if c.ci_low is not None else c.diff) * 100
+        hi = (c.ci_high if c.ci_high is not None else c.diff) * 100
+        ax.errorbar(c.diff * 100, i, xerr=[[c.diff * 100 - lo], [hi - c.diff * 100]], fmt="o", color=color, capsize=4)
+        p = "-" if c.p_adjusted is None else f"{c.p_adjusted:.3g}"
+        ax.annotate(f" Holm p={p}{' *' if c.significant else ''}", (hi, i), fontsize=8, va="center")
+    ax.set_yticks(range(len(compared)), [r.key for r in reversed(compared)])
+    ax.set(xlabel="test accuracy difference from the baseline (points, paired, 95% CI)")
+    ax.margins(x=0.25)
+    ax.legend(fontsize=7, loc="lower right")
+    save(
+        fig,
+        "forest",
+        "Each technique's paired difference from the baseline with its 95% CI. Green: significantly better "
+        "(Holm-adjusted), red: significantly worse, grey: not significant; the grey band is the equivalence margin.",
+    )
 
 
 def make_plots(data: StudyData, rows: list[Row], axis_rows: list[dict], folder: Path) -> dict[str, str]:
@@ -36,32 +65,65 @@ def make_plots(data: StudyData, rows: list[Row], axis_rows: list[dict], folder: 
         plt.close(fig)
         made[name] = caption
 
+    if rows and any(r.comparison is not None for r in rows):
+        forest(rows, data.margin, plt, save)
+
     strength = {t: p for t, runs in by_tech.items() if (p := _strength_param(runs, data.searched))}
     if strength and not data.axis:
-        fig, axes = plt.subplots(1, len(strength), figsize=(4 * len(strength), 3.4), squeeze=False)
+        cols = min(3, len(strength))  # at most 3 per row: each panel stays readable (>= 400 px) in a 1400 px page
+        nrows = (len(strength) + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.9 * nrows), squeeze=False)
+        base = next((r for r in rows if r.key == BASELINE), None)
         base_val = next((r.data.metrics.get("final_val_acc") for r in data.trials if r.data.tags.get("baseline") == "True"), None)
-        for ax, (tech, param) in zip(axes[0], sorted(strength.items())):
-            for state, marker in (("completed", "o"), ("pruned", "x")):
-                pts = [
-                    (float(r.data.params[param]), r.data.metrics.get("final_val_acc", r.data.metrics.get("val_acc")))
-                    for r in by_tech[tech]
-                    if r.data.tags["state"] == state
-                ]
-                if pts:
-                    ax.scatter(*zip(*pts), marker=marker, label=state)
-            if base_val is not None:
-                ax.axhline(base_val, color="gray", ls="--", label="baseline")
-            if param.endswith(("l1", "l2", "weight_decay", "bn_momentum")):
+        for ax, (tech, param) in zip(axes.flat, sorted(strength.items())):
+            done = [r for r in by_tech[tech] if r.data.tags["state"] == "completed"]
+            pruned = [r for r in by_tech[tech] if r.data.tags["state"] == "pruned"]
+            if done:
+                ax.scatter(
+                    [float(r.data.params[param]) for r in done],
+                    [r.data.metrics.get("final_val_acc") for r in done],
+                    marker="o",
+                    color="tab:blue",
+                    label="completed (final val acc)",
+                )
+            if pruned:  # where they stopped: their last validation accuracy, hollow and grey
+                ax.scatter(
+                    [float(r.data.params[param]) for r in pruned],
+                    [r.data.metrics.get("val_acc") for r in pruned],
+                    marker="o",
+                    facecolors="none",
+                    edgecolors="tab:gray",
+                    label="pruned (val acc at the epoch it stopped)",
+                )
+            if base is not None and base.val_rep is not None and base.val_rep.ci_low is not None:
+                ax.axhspan(
+                    base.val_rep.ci_low,
+                    base.val_rep.ci_high,
+                    color="tab:orange",
+                    alpha=0.2,
+                    label=f"baseline 95% CI ({base.val_rep.n} seeds)",
+                )
+                ax.axhline(base.val_rep.mean, color="tab:orange", lw=1)
+            elif base_val is not None:
+                ax.axhline(base_val, color="tab:orange", ls="--", label="baseline (search run)")
+            if param in data.log_params or (not data.log_params and param.endswith(("l1", "l2", "weight_decay", "bn_momentum"))):
                 ax.set_xscale("log")
-            ax.set(title=tech, xlabel=param, ylabel="validation accuracy")
-            ax.legend(fontsize=7)
-        save(fig, "val_acc_vs_strength", "Validation accuracy against each technique's strength (x: pruned).")
+            ax.set(title=tech, xlabel=param + (" (log scale)" if ax.get_xscale() == "log" else ""), ylabel="validation accuracy")
+            ax.legend(fontsize=7, loc="lower left")
+        for ax in list(axes.flat)[len(strength) :]:
+            ax.axis("off")
+        save(
+            fig,
+            "val_acc_vs_strength",
+            "Validation accuracy against each technique's strength: completed trials filled, "
+            "pruned trials hollow at the epoch they stopped; the band is the baseline's 95% CI over its replicate seeds.",
+        )
 
     if data.histories:
         keys = sorted(data.histories, key=lambda k: (k != BASELINE, k))
-        cols = min(4, len(keys))
+        cols = min(3, len(keys))
         nrows = (len(keys) + cols - 1) // cols
-        fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 2.8 * nrows), squeeze=False)
+        fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.4 * nrows), squeeze=False)
         for ax, key in zip(axes.flat, keys):
             h = data.histories[key]
             ax.plot(range(1, len(h["train_acc"]) + 1), h["train_acc"], label="train")

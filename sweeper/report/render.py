@@ -204,6 +204,11 @@ def _html_table(head, body) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
 
 
+def _figure(folder: Path, name: str, caption: str) -> str:
+    b64 = base64.b64encode((folder / f"{name}.png").read_bytes()).decode()
+    return f'<figure><img alt="{name}" src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
 def render(
     data: StudyData, rows: list[Row], axis_rows: list[dict[str, Any]], recs: list[tuple[str, str]], plots: dict[str, str], folder: Path
 ) -> None:
@@ -214,6 +219,9 @@ def render(
     base = [r for r in rows if r.key == BASELINE]
     md = [f"# {title}", "", intro, ""]
     htm = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>"]
+    if "forest" in plots:  # the verdict at a glance, before the tables
+        md += ["![forest](forest.png)", "", plots["forest"], ""]
+        htm.append(_figure(folder, "forest", plots["forest"]))
     claim = claim_section(data, rows)
     if claim:
         md += ["## The claim", "", *claim, ""]
@@ -240,9 +248,10 @@ def render(
     md += ["## Plots", ""]
     htm.append("<h2>Plots</h2>")
     for name, caption in plots.items():
+        if name == "forest":
+            continue
         md += [f"![{name}]({name}.png)", "", caption, ""]
-        b64 = base64.b64encode((folder / f"{name}.png").read_bytes()).decode()
-        htm.append(f'<figure><img alt="{name}" src="data:image/png;base64,{b64}"><figcaption>{html.escape(caption)}</figcaption></figure>')
+        htm.append(_figure(folder, name, caption))
     (folder / "report.md").write_text("\n".join(md))
     style = (
         "body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;font-size:12px}"
