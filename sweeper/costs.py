@@ -22,7 +22,6 @@ from . import config as config_mod
 from .stats import ratio
 from .tracking import Tracker
 
-
 PROBE_SECONDS = 0.25  # a probe trains enough epochs to last this long: a 10 ms epoch alone is mostly timer noise
 
 
