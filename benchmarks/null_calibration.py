@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.05)
     ap.add_argument("--control", nargs="*", default=["regularizer=batchnorm"], help="overrides of the positive control")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--first-report", type=int, default=0, help="offset of the report seeds (another independent batch)")
     ap.add_argument(
         "--streams",
         choices=["order", "all"],
@@ -73,7 +74,7 @@ def main() -> None:
     new_fp = old_fp = new_hit = old_hit = identical = 0
     effects = []
     for r in range(a.reports):
-        seeds = [100_000 + r * a.seeds + i for i in range(a.seeds)]  # fresh seeds per report: independent reports
+        seeds = [100_000 + (a.first_report + r) * a.seeds + i for i in range(a.seeds)]  # fresh seeds per report: independent
         base = accs([], seeds)
         nulls = [accs([f"data.order_stream={k}"] if a.streams == "order" else [], seeds, k) for k in range(1, a.rows + 1)]
         control = accs(a.control, seeds)

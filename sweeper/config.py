@@ -154,7 +154,7 @@ class Config:
     tracking: TrackingConfig = MISSING
     seed: int = 0
     storage: Optional[str] = None  # shortcut for tracking.storage
-    workers: int = 1
+    workers: Any = 1  # an integer >= 1, or "auto": one worker per GPU (one on CPU)
     sweep: Optional[SweepConfig] = None
     config_dirs: List[str] = field(default_factory=list)  # team config folders in effect (set by load(); see conf_layers)
 
@@ -331,7 +331,11 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("seed", cfg.seed, "must be an integer in [0, 2**32)")
     if t.threads is not None:
         _positive_int(t.threads, "trainer.threads")
-    _positive_int(cfg.workers, "workers")
+    if cfg.workers != "auto":
+        try:
+            _positive_int(cfg.workers, "workers")
+        except ConfigError:
+            raise ConfigError("workers", cfg.workers, "must be an integer > 0 or auto (one worker per GPU)") from None
     check_name("tracking.experiment", cfg.tracking.experiment)
     if cfg.tracking.mode not in ("local", "server"):
         raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")

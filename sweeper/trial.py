@@ -7,6 +7,7 @@ in ``prepare`` before an MLflow run exists; only then is the run created and the
 from __future__ import annotations
 
 import math
+import os
 import signal
 import statistics
 import tempfile
@@ -182,6 +183,14 @@ def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
     )
 
 
+def device_label(accelerator: str) -> str:
+    """Where this run trains, as a tag: ``cuda:0 (CUDA_VISIBLE_DEVICES=3)`` or ``cpu``."""
+    if accelerator == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return "cuda:0" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else "")
+
+
 def run_trial(
     cfg: DictConfig,
     tracker: Tracker | None = None,
@@ -219,6 +228,7 @@ def run_trial(
     history = _History()
     all_callbacks: list = [history]
     if tracker is not None:
+        tags = {"device": device_label(cfg.trainer.accelerator), **(tags or {})}
         run_id = tracker.start_run(
             run_name or prepared.technique,
             tags={"technique": prepared.technique, "state": "running", **(tags or {})},

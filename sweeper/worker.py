@@ -337,8 +337,24 @@ class Worker:
 
 
 # --- processes ------------------------------------------------------------------------------------------
-def worker_process(argv: list[str], threads: int) -> None:
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_workers(workers: Any, gpus: int) -> list[str | None]:
+    """One entry per worker process: the GPU it is pinned to (CUDA_VISIBLE_DEVICES), or None (CPU / unpinned).
+    ``workers=auto`` means one worker per GPU (one on a CPU machine); with N workers and G GPUs, worker i gets
+    GPU i mod G."""
+    n = max(gpus, 1) if workers == "auto" else int(workers)
+    return [str(i % gpus) if gpus else None for i in range(n)]
+
+
+def worker_process(argv: list[str], threads: int, gpu: str | None = None) -> None:
     """Entry point of a `workers=N` child process (spawned, so it starts with fresh torch state)."""
+    if gpu is not None:  # before anything touches CUDA: this process sees exactly one GPU
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
     from . import runtime
@@ -360,13 +376,13 @@ def worker_process(argv: list[str], threads: int) -> None:
 def run_workers(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> None:
     """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
     Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
-    n_workers = int(cfg.workers)
-    if n_workers == 1:
+    plan = plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
+    if len(plan) == 1 and plan[0] in (None, "0"):
         Worker(argv, cfg, ctx, study, parent).run()
         return
-    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // n_workers)
+    threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // len(plan))
     spawn = mp.get_context("spawn")
-    children = [spawn.Process(target=worker_process, args=(argv, threads), daemon=False) for _ in range(n_workers)]
+    children = [spawn.Process(target=worker_process, args=(argv, threads, gpu), daemon=False) for gpu in plan]
     try:
         for c in children:
             c.start()

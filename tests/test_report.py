@@ -70,6 +70,7 @@ def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
     reps = [r for r in runs if r.data.tags.get("role") == "replicate"]
     assert len(trials) == 5 and {r.data.tags["technique"] for r in trials} == {"none", "l1", "dropout"}
+    assert {r.data.tags["device"] for r in trials + [r for r in runs if r.data.tags.get("role") == "replicate"]} == {"cpu"}
     assert sorted(r.data.tags["technique"] for r in trials).count("l1") == 2  # equal budget per technique
     assert len(reps) == 6 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in reps)
     costs = [r for r in runs if r.data.tags.get("role") == "cost"]

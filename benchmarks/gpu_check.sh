@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# GPU checks, for the day a GPU machine is available (nothing here runs in CI; under 5 minutes).
+# Usage, from the repository root with the project installed:  bash benchmarks/gpu_check.sh
+# Prints: the device every run trained on, a one-model run on CUDA, and a workers=auto sweep pinning one
+# worker per GPU (CUDA_VISIBLE_DEVICES). The population engine's CUDA checks will be added here with it.
+set -euo pipefail
+python - <<'PY'
+import torch
+assert torch.cuda.is_available(), "no CUDA GPU visible"
+print(f"GPUs: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}")
+PY
+work=$(mktemp -d)
+cd "$work"
+time python -m sweeper trainer.accelerator=gpu trainer.max_epochs=5
+time python -m sweeper +sweep=dropout workers=auto trainer.accelerator=gpu sweep.n_trials=8 sweep.replicates=2 \
+  sweep.timing_repeats=3 trainer.max_epochs=5
+python - <<'PY'
+from mlflow.tracking import MlflowClient
+client = MlflowClient(tracking_uri="sqlite:///mlruns/mlflow.db")
+exp = client.get_experiment_by_name("dropout")
+runs = client.search_runs([exp.experiment_id], max_results=1000)
+devices = sorted({r.data.tags.get("device") for r in runs if r.data.tags.get("role") == "trial"})
+print("trial runs trained on:", devices)
+assert all(d and d.startswith("cuda") for d in devices), devices
+PY
+echo "gpu_check: OK ($work)"
