@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from ..stats import Comparison
 from .collect import StudyData
 from .recommend import _acc, ci_pts, power_text, pts, ratio_text
 from .rows import BASELINE, Row
@@ -55,6 +56,13 @@ def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.3g}"
 
 
+def _comparison_cells(c: Comparison | None) -> list[str]:
+    """vs baseline, its CI, the test, raw p, Holm p, verdict: the same six cells in every table."""
+    if c is None:
+        return ["-", "-", "-", "-", "-", "baseline"]
+    return [pts(c.diff), ci_pts(c.ci_low, c.ci_high).strip() or "n/a", c.test, _p(c.p_value), _p(c.p_adjusted), c.reason]
+
+
 def table_rows(rows: list[Row]) -> list[list[str]]:
     out = []
     for r in rows:
@@ -68,12 +76,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                 "" if r.val_rep is None else f"{r.val_rep.mean:.4f}",
                 f"{r.test.mean:.4f}",
                 ci,
-                "-" if c is None else pts(c.diff),
-                "-" if c is None else ci_pts(c.ci_low, c.ci_high).strip() or "n/a",
-                "-" if c is None else c.test,
-                "-" if c is None else _p(c.p_value),
-                "-" if c is None else _p(c.p_adjusted),
-                "baseline" if c is None else c.reason,
+                *_comparison_cells(c),
                 "-" if c is None or c.mde is None else f"{c.mde * 100:.2f} points",
                 f"{r.gen_gap:.4f}",
                 f"{r.sparsity_zero * 100:.1f}%",
@@ -105,12 +108,7 @@ def axis_rows_text(axis_rows: list[dict[str, Any]]) -> list[list[str]]:
                 str(r["axis"]),
                 f"{s.mean:.4f}",
                 ci,
-                "-" if c is None else pts(c.diff),
-                "-" if c is None else ci_pts(c.ci_low, c.ci_high).strip() or "n/a",
-                "-" if c is None else c.test,
-                "-" if c is None else _p(c.p_value),
-                "-" if c is None else _p(c.p_adjusted),
-                "baseline" if c is None else c.reason,
+                *_comparison_cells(c),
                 str(r["n"]),
             ]
         )
