@@ -3,6 +3,7 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY conf ./conf
 COPY sweeper ./sweeper
 COPY deploy ./deploy
 RUN pip install . optuna-dashboard \
