@@ -8,10 +8,11 @@ Nothing here trains, samples or logs runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,30 @@ def storage_url(cfg: DictConfig) -> str:
     if cfg.tracking.mode == "server":
         return env or _required_env(STORAGE_ENV, "storage")
     return absolute_sqlite(env or DEFAULT_STORAGE)
+
+
+@contextlib.contextmanager
+def sqlite_init_lock(url: str) -> Iterator[None]:
+    """Serialize the first opening of a local SQLite store between processes. MLflow creates and migrates its
+    schema on first use; two workers starting together on a new ``mlruns/mlflow.db`` would both run the
+    migrations and one would crash (``duplicate column name``, ``database is locked``)."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        yield
+        return
+    import fcntl
+
+    lock_path = Path(url[len("sqlite:///") :] + ".lock")
+    try:
+        handle = open(lock_path, "a")  # noqa: SIM115  (held for the duration of the block)
+    except OSError:  # a read-only folder is reported elsewhere; nothing to serialize then
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_sqlite_dir(url: str) -> None:

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from .errors import StoreUnavailable, TrackingUnavailable, write_failure
 from .masking import mask
-from .stores import ensure_sqlite_dir
+from .stores import ensure_sqlite_dir, sqlite_init_lock
 
 _MAX_BATCH = 100
 
@@ -73,8 +73,9 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
         ensure_sqlite_dir(uri)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment(experiment, artifact_root, uri)
+        with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
+            self.client = MlflowClient(tracking_uri=uri)
+            self.experiment_id = self._experiment(experiment, artifact_root, uri)
 
     @_guard
     def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:

@@ -333,3 +333,18 @@ def test_disk_full_mid_study_stops_with_exit_3_and_resumes_exactly(small_disk, m
     runs = [r for r in all_runs(f"sqlite:///{mnt / 'mlruns' / 'mlflow.db'}") if r.data.tags.get("role") == "trial"]
     assert not [r for r in runs if r.info.status == "RUNNING"]
     assert sum(r.info.status == "FINISHED" for r in runs) == 6
+
+
+@pytest.mark.slow
+def test_workers_starting_together_on_a_new_store_do_not_race_its_creation(tmp_path):
+    """Found by benchmarks/chaos.py: MLflow migrates a new SQLite store on first use, and workers starting at the
+    same moment crashed with 'duplicate column name' / 'database is locked' until store creation was serialized."""
+    args = [*sweep_args("dropout", "sweep.n_trials=4", "trainer.max_epochs=1", "sweep.replicates=0"), "trainer.threads=1"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    procs = [subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[-1500:] for o in outs)
+    assert not any("Traceback" in o for o in outs)
+    study = load_study(tmp_path / "mlruns" / "optuna.db", "dropout")
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 4
