@@ -64,7 +64,7 @@ def run_slots(
         popped = None
         for study in studies:
             fail_stale_trials(study)
-            popped = optuna_compat.pop_waiting_trial(study)
+            popped = optuna_compat.pop_waiting_trial(study, storage)
             if popped is not None:
                 break
         if popped is None:

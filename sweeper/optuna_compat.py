@@ -7,6 +7,8 @@ once with a message naming it, instead of silently mis-counting trials.
 
 from __future__ import annotations
 
+from typing import Any
+
 import optuna
 from optuna.study import study as _study_module
 
@@ -48,15 +50,22 @@ def check() -> None:
             )
 
 
-def pop_waiting_trial(study: optuna.Study) -> tuple[optuna.Trial, int] | None:
+def pop_waiting_trial(study: optuna.Study, storage: Any = None) -> tuple[optuna.Trial, int] | None:
     """Like Study.ask() but never creates a trial: (trial, its storage id), or None when no WAITING slot is left.
 
-    ``Study.ask`` clears the study's per-thread trial cache before building a Trial (the sampler reads
-    it); we do the same, or the sampler would see the trials as they were at the previous pop.
+    With ``storage`` (heartbeats on), the trial's first heartbeat is recorded right after the pop, before
+    the Trial is built: building it runs the sampler (tens of ms with multivariate TPE), and Optuna's stale
+    check skips a RUNNING trial that has no heartbeat at all, so a worker killed in that window would leave
+    a trial RUNNING forever (found by benchmarks/chaos.py). ``Study.ask`` clears the study's per-thread trial
+    cache before building a Trial (the sampler reads it); we do the same.
     """
     study._thread_local.cached_all_trials = None
     trial_id = study._pop_waiting_trial_id()
-    return None if trial_id is None else (optuna.Trial(study, trial_id), trial_id)
+    if trial_id is None:
+        return None
+    if storage is not None:
+        storage.record_heartbeat(trial_id)
+    return optuna.Trial(study, trial_id), trial_id
 
 
 def allow_sampler_stop(study: optuna.Study) -> None:

@@ -189,7 +189,7 @@ class Worker:
         optuna_compat.allow_sampler_stop(self.study)
         while True:
             fail_stale_trials(self.study)
-            popped = optuna_compat.pop_waiting_trial(self.study)
+            popped = optuna_compat.pop_waiting_trial(self.study, self.ctx.storage)
             if popped is None:
                 running = [t for t in slots(self.study.get_trials(deepcopy=False)) if t.state == TrialState.RUNNING]
                 if not running:

@@ -41,3 +41,23 @@ def test_sampler_may_stop_the_study_inside_our_loop():
         study.stop()
     optuna_compat.allow_sampler_stop(study)
     study.stop()  # what GridSampler does when the grid is used up: allowed now
+
+
+def test_a_popped_trial_has_a_heartbeat_before_the_sampler_runs(tmp_path):
+    """Optuna's stale check skips a RUNNING trial with no heartbeat, so a worker killed between the pop and its
+    first heartbeat (while the sampler builds the Trial) left the trial RUNNING forever (found by chaos.py)."""
+    import time
+
+    from optuna.storages import RDBStorage, fail_stale_trials
+
+    storage = RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    for _ in range(2):
+        study.enqueue_trial({})
+    with_heartbeat, _ = optuna_compat.pop_waiting_trial(study, storage)
+    without, _ = optuna_compat.pop_waiting_trial(study)  # the old behaviour, for contrast
+    time.sleep(2.5)  # both "workers" died right after the pop
+    fail_stale_trials(study)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[with_heartbeat.number] == TrialState.FAIL  # goes stale and can be retried
+    assert states[without.number] == TrialState.RUNNING  # would have stayed RUNNING forever
