@@ -57,11 +57,8 @@ def measure_costs(
     fixed = [f"seed={seed}", "trainer.scale_epochs_by_fraction=false"]
     base = argv + configs["none"] + fixed
     done = done_costs(tracker, parent)
-    studies = [
-        open_slots(storage, f"{study_name}.cost.{k}.{digest([configs[k], configs['none']])}", [] if k in done else [{"key": k}])
-        for k in configs
-        if k != "none"
-    ]
+    items = [{"key": k} for k in configs if k != "none" and k not in done]
+    studies = [open_slots(storage, f"{study_name}.costs.{digest(sorted(configs.items()))}", items)]
     warm: list[int] = []  # epochs per probe, set by the warm-up
 
     def job(item: dict, claim: optuna.Trial) -> float | None:

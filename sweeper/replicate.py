@@ -117,14 +117,9 @@ def _run(
     done = done_replicates(tracker, parent)
     first = config_mod.replicate_seeds(cfg, 1)[0]
     by_key = {c.key: c for c in cands}
-    studies = [
-        open_slots(
-            storage,
-            f"{study.study_name}.rep.{c.key}.{digest(c.overrides)}.look{look}",
-            [{"key": c.key, "seed": s} for s in seeds if (c.key, s) not in done],
-        )
-        for c in cands
-    ]
+    plan = digest([[c.key, c.overrides] for c in cands] + [seeds])  # a changed plan (a new best) gets new slots
+    items = [{"key": c.key, "seed": s} for c in cands for s in seeds if (c.key, s) not in done]
+    studies = [open_slots(storage, f"{study.study_name}.replicates.look{look}.{plan}", items)]
     total = sum(len(s.get_trials(deepcopy=False)) for s in studies)
     counter: list[int] = []
 
