@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 from . import optuna_compat
@@ -56,7 +55,7 @@ def run_slots(
 ) -> int:
     """Pop and run slots of these companion studies until none is waiting or running (another claimant's may still
     come back); returns how many ran here. ``job`` returns a value (COMPLETE) or None (FAIL, not retried)."""
-    from .worker import Heartbeat
+    from .worker import Heartbeat, requeue
 
     optuna_compat.check()
     ran = 0
@@ -77,13 +76,7 @@ def run_slots(
             with Heartbeat(storage, trial_id, heartbeat_interval):
                 value = job(dict(trial.user_attrs), trial)
         except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                if frozen.state == TrialState.FAIL:
-                    RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
+            requeue(study, trial, max_retry)
             raise
         ran += 1
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+from typing import Any
 
 import optuna
 from omegaconf import DictConfig
@@ -25,22 +26,27 @@ from .tracking import Tracker
 PROBE_SECONDS = 0.25  # a probe trains enough epochs to last this long: a 10 ms epoch alone is mostly timer noise
 
 
-def _probe(argv: list[str], epochs: int = 1) -> tuple[float, float]:
+def _prepared(argv: list[str], epochs: int = 1) -> Any:
+    """A configuration composed, validated and with its data loaded: once per configuration, not per repeat."""
+    from .trial import prepare
+
+    return prepare(config_mod.load(argv + [f"trainer.max_epochs={epochs}"]))
+
+
+def _probe(prepared: Any) -> tuple[float, float]:
     """(median seconds of one epoch's training loop, eval forward ms per 1,000 samples) of one model, no tracking."""
     import statistics
 
-    from .trial import prepare, run_trial
+    from .trial import run_trial
 
-    cfg = config_mod.load(argv + [f"trainer.max_epochs={epochs}"])
-    result = run_trial(cfg, None, prepared=prepare(cfg), evaluate_test=False)
+    result = run_trial(prepared.cfg, None, prepared=prepared, evaluate_test=False)
     if result.status != "completed" or not result.epoch_seconds:
         raise RuntimeError(f"timing probe failed: {result.reason}")
     return statistics.median(result.epoch_seconds), float(result.metrics["inference_ms_per_1k"])
 
 
 def done_costs(tracker: Tracker, parent: str) -> set[str]:
-    runs = tracker.search_runs(f"tags.role = 'cost' and tags.`mlflow.parentRunId` = '{parent}'")
-    return {r.data.tags["replicate_of"] for r in runs if r.info.status == "FINISHED"}
+    return {r.data.tags["replicate_of"] for r in tracker.finished_children(parent, "cost")}
 
 
 def measure_costs(
@@ -64,18 +70,18 @@ def measure_costs(
     def job(item: dict, claim: optuna.Trial) -> float | None:
         key = item["key"]
         if not warm:  # data loading and first-use allocations are paid before anything is timed
-            epoch_s, _ = _probe(base)
+            epoch_s, _ = _probe(_prepared(base))
             warm.append(max(1, min(20, math.ceil(PROBE_SECONDS / max(epoch_s, 1e-4)))))
         print(f"timing {key} vs baseline, {repeats} interleaved repeats", file=sys.stderr)
-        tech = argv + configs[key] + fixed
+        tech, base_run = _prepared(argv + configs[key] + fixed, warm[0]), _prepared(base, warm[0])
         t_epoch: list[float] = []
         b_epoch: list[float] = []
         t_inf: list[float] = []
         b_inf: list[float] = []
         for r in range(repeats):
-            pair = [(tech, t_epoch, t_inf), (base, b_epoch, b_inf)]
-            for overrides, epochs, infs in pair if r % 2 else pair[::-1]:
-                e, i = _probe(overrides, warm[0])
+            pair = [(tech, t_epoch, t_inf), (base_run, b_epoch, b_inf)]
+            for prepared, epochs, infs in pair if r % 2 else pair[::-1]:
+                e, i = _probe(prepared)
                 epochs.append(e)
                 infs.append(i)
         er, ir = ratio(t_epoch, b_epoch), ratio(t_inf, b_inf)

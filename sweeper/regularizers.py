@@ -60,15 +60,18 @@ class Regularizer:
         return type(self).after_step is not Regularizer.after_step
 
 
-def _proximal_step(w: torch.Tensor, lr: float, optimizer: torch.optim.Optimizer | None) -> torch.Tensor | float:
-    """The size of the step the optimizer just took for each element of ``w`` per unit of gradient."""
+def _proximal_step(
+    w: torch.Tensor, lr: float, optimizer: torch.optim.Optimizer | None, group: dict[str, Any] | None = None
+) -> torch.Tensor | float:
+    """The size of the step the optimizer just took for each element of ``w`` per unit of gradient (``group``:
+    w's param group, found by the caller once; runs after every optimizer step, so nothing here syncs the device)."""
     state = optimizer.state.get(w, {}) if optimizer is not None else {}
     if "exp_avg_sq" not in state:  # SGD (with or without momentum), or before Adam's first step
         return lr
-    group = next(g for g in optimizer.param_groups if any(p is w for p in g["params"]))  # type: ignore[union-attr]
+    if group is None:
+        group = next(g for g in optimizer.param_groups if any(p is w for p in g["params"]))  # type: ignore[union-attr]
     beta2, eps = group["betas"][1], group["eps"]
-    step = float(state["step"])
-    v_hat = state["exp_avg_sq"] / (1 - beta2**step)
+    v_hat = state["exp_avg_sq"] / (1 - beta2 ** state["step"])  # step stays a tensor: no host sync per step
     return group["lr"] / (v_hat.sqrt() + eps)
 
 
@@ -110,9 +113,12 @@ class L1(Regularizer):
         if not self.values["proximal"]:
             return
         lam = float(self.values["l1"])
+        if optimizer is not None and getattr(self, "_groups_of", (None,))[0] is not optimizer:  # once per optimizer
+            self._groups_of = (optimizer, {id(p): g for g in optimizer.param_groups for p in g["params"]})
+        groups = self._groups_of[1] if optimizer is not None else {}
         with torch.no_grad():
             for w in weights:
-                threshold = _proximal_step(w, lr, optimizer) * lam
+                threshold = _proximal_step(w, lr, optimizer, groups.get(id(w))) * lam
                 w.copy_(torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0))
 
     @property

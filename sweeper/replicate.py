@@ -64,8 +64,7 @@ def candidates(study: optuna.Study, cfg: DictConfig) -> list[Candidate]:
 
 
 def done_replicates(tracker: Tracker, parent: str) -> set[tuple[str, int]]:
-    runs = tracker.search_runs(f"tags.role = 'replicate' and tags.`mlflow.parentRunId` = '{parent}'")
-    return {(r.data.tags["replicate_of"], int(r.data.tags["seed"])) for r in runs if r.info.status == "FINISHED"}
+    return {(r.data.tags["replicate_of"], int(r.data.tags["seed"])) for r in tracker.finished_children(parent, "replicate")}
 
 
 def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tracker, parent: str, storage: RDBStorage) -> int:

@@ -234,6 +234,11 @@ class Tracker:
         if items:
             self.log_metric_items(dst, items)
 
+    def finished_children(self, parent: str, role: str) -> list:
+        """FINISHED runs of one role (replicate, cost, ...) under a parent run: work that is never redone."""
+        runs = self.search_runs(f"tags.role = '{role}' and tags.`mlflow.parentRunId` = '{parent}'")
+        return [r for r in runs if r.info.status == "FINISHED"]
+
     @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)

@@ -68,6 +68,20 @@ class StaleTrialHandler:
         self.retry(study, trial)
 
 
+def requeue(study: optuna.Study, trial: optuna.Trial, max_retry: int, reason: str | None = None) -> None:
+    """Give back a trial this process is leaving (Ctrl-C, a lost store): FAIL it and queue its retry, finishing
+    the bookkeeping even through a second Ctrl-C. Used for study trials and for claim slots alike."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        frozen = study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if frozen.state == TrialState.FAIL:
+            RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @dataclass
 class StudyContext:
     """Everything a worker needs, rebuilt from the config in every process (workers share no memory)."""
@@ -215,19 +229,13 @@ class Worker:
             self._abandoned(trial)
         except (KeyboardInterrupt, StoreUnavailable) as exc:
             reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish the bookkeeping even on a second Ctrl-C
             try:
-                trial.set_user_attr("fail_reason", f"{reason}; re-queued for the next run")
-                frozen = self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-                if frozen.state == TrialState.FAIL:
-                    RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.sweep.max_retry)(self.study, frozen)
+                requeue(self.study, trial, int(self.cfg.sweep.max_retry), f"{reason}; re-queued for the next run")
             except Exception:
                 if not isinstance(exc, StoreUnavailable):
                     raise
                 # the Optuna storage cannot be written either: the trial stays RUNNING, goes stale, and is retried
                 # by the next run after the fix
-            finally:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
             raise
 
     def _run_one(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:

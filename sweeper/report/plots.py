@@ -76,25 +76,18 @@ def make_plots(data: StudyData, rows: list[Row], axis_rows: list[dict], folder: 
         base = next((r for r in rows if r.key == BASELINE), None)
         base_val = next((r.data.metrics.get("final_val_acc") for r in data.trials if r.data.tags.get("baseline") == "True"), None)
         for ax, (tech, param) in zip(axes.flat, sorted(strength.items())):
-            done = [r for r in by_tech[tech] if r.data.tags["state"] == "completed"]
-            pruned = [r for r in by_tech[tech] if r.data.tags["state"] == "pruned"]
-            if done:
-                ax.scatter(
-                    [float(r.data.params[param]) for r in done],
-                    [r.data.metrics.get("final_val_acc") for r in done],
-                    marker="o",
-                    color="tab:blue",
-                    label="completed (final val acc)",
-                )
-            if pruned:  # where they stopped: their last validation accuracy, hollow and grey
-                ax.scatter(
-                    [float(r.data.params[param]) for r in pruned],
-                    [r.data.metrics.get("val_acc") for r in pruned],
-                    marker="o",
-                    facecolors="none",
-                    edgecolors="tab:gray",
-                    label="pruned (val acc at the epoch it stopped)",
-                )
+            # completed: final validation accuracy, filled; pruned: the last one, where they stopped, hollow and grey
+            for state, metric, style in (
+                ("completed", "final_val_acc", {"color": "tab:blue", "label": "completed (final val acc)"}),
+                (
+                    "pruned",
+                    "val_acc",
+                    {"facecolors": "none", "edgecolors": "tab:gray", "label": "pruned (val acc at the epoch it stopped)"},
+                ),
+            ):
+                runs = [r for r in by_tech[tech] if r.data.tags["state"] == state]
+                if runs:
+                    ax.scatter([float(r.data.params[param]) for r in runs], [r.data.metrics.get(metric) for r in runs], marker="o", **style)
             if base is not None and base.val_rep is not None and base.val_rep.ci_low is not None:
                 ax.axhspan(
                     base.val_rep.ci_low,
