@@ -14,6 +14,11 @@ USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
   python -m sweeper regularizer=dropout regularizer.p=0.3 trainer.max_epochs=20 data=digits
   python -m sweeper regularizer=[dropout,l2,early_stopping]     techniques combined
   python -m sweeper +sweep=dropout                     an Optuna study (see conf/sweep/)
+  python -m sweeper -m regularizer=dropout regularizer.p=0.1,0.2,0.3    an ad-hoc study of exactly these values
+  python -m sweeper -m regularizer=l2 "regularizer.l2=tag(log,interval(1e-5,1e-2))" sweep.n_trials=10
+  python -m sweeper -m seed=1,2,3                      these seeds as replicates: mean and 95% CI
+  -m, --multirun   Hydra sweep values (a,b,c  choice()  range()  interval()) start a study of exactly those
+                   parameters: a grid for lists and ranges, the configured sampler when an interval is present
   --cfg   print the resolved config and exit
   --config-dir DIR   a team's config folder (sweep/, data/, model/, ...) layered over the shipped configs;
                      also ./conf and $SWEEPER_CONFIG_DIR
@@ -46,8 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     from .masking import mask, printable
 
     try:
-        from . import config
+        from . import config, multirun
 
+        if multirun.requested(argv):
+            argv = multirun.to_sweep_argv(argv)
+        else:
+            multirun.refuse_without_flag(argv)
         cfg = config.load([a for a in argv if a != "--cfg"])
         if "--cfg" in argv:
             from omegaconf import OmegaConf

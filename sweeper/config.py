@@ -25,7 +25,7 @@ from . import conf_layers, regularizers, stores
 from .errors import ConfigError
 from .names import check_name
 
-GROUPS = ("data", "model", "regularizer", "trainer", "tracking", "sweep")
+GROUPS = ("data", "model", "regularizer", "trainer", "tracking", "launcher", "sweep")
 DATASETS = ("mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "csv")
 MODELS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
@@ -92,6 +92,22 @@ class TrackingConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Where a sweep's workers run: ``local`` (``workers=N`` processes here) or ``slurm`` (a submitit job array)."""
+
+    name: str = "local"
+    workers: int = 4  # slurm: array tasks, one worker each
+    executor: str = "slurm"  # slurm, or local (submitit's local executor: real processes, for testing)
+    partition: Optional[str] = None
+    time_min: int = 240
+    gpus_per_task: int = 0
+    cpus_per_task: int = 2
+    mem_gb: float = 8
+    folder: str = "slurm_logs/%j"
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SamplerConfig:
     name: str = "tpe"  # tpe, random, grid, cmaes, gp, nsga2
     seed: Optional[int] = 0
@@ -152,6 +168,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = MISSING
     tracking: TrackingConfig = MISSING
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     seed: int = 0
     storage: Optional[str] = None  # shortcut for tracking.storage
     workers: Any = 1  # an integer >= 1, or "auto": one worker per GPU (one on CPU)
@@ -343,6 +360,34 @@ def validate(cfg: DictConfig) -> None:
         stores.tracking_uri(cfg)  # names a missing environment variable now, before anything runs
         stores.storage_url(cfg)
     regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
+    validate_launcher(cfg)
+
+
+LAUNCHERS = ("local", "slurm")
+SLURM_EXECUTORS = ("slurm", "local")
+
+
+def validate_launcher(cfg: DictConfig) -> None:
+    """launcher=slurm: a sweep, a worker count, and stores that workers on other hosts can share."""
+    ln = cfg.launcher
+    if ln.name not in LAUNCHERS:
+        raise ConfigError("launcher.name", ln.name, f"allowed: {', '.join(LAUNCHERS)}")
+    if ln.name == "local":
+        return
+    if cfg.sweep is None:
+        raise ConfigError("launcher", ln.name, "launcher=slurm runs a sweep's workers; add +sweep=<name>")
+    if cfg.workers != 1:
+        raise ConfigError("workers", cfg.workers, "with launcher=slurm set launcher.workers=N (one worker per array task)")
+    _positive_int(ln.workers, "launcher.workers")
+    _positive_int(ln.time_min, "launcher.time_min")
+    _positive_int(ln.cpus_per_task, "launcher.cpus_per_task")
+    if ln.executor not in SLURM_EXECUTORS:
+        raise ConfigError("launcher.executor", ln.executor, f"allowed: {', '.join(SLURM_EXECUTORS)}")
+    if not isinstance(ln.gpus_per_task, int) or ln.gpus_per_task < 0:
+        raise ConfigError("launcher.gpus_per_task", ln.gpus_per_task, "must be an integer >= 0")
+    if not ln.mem_gb > 0:
+        raise ConfigError("launcher.mem_gb", ln.mem_gb, "must be > 0")
+    stores.check_shared_stores(cfg)
 
 
 def max_epochs(cfg: DictConfig) -> int:
@@ -372,9 +417,10 @@ def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config flattened to dotted keys (sweep section excluded: it is the study's)."""
+    """The resolved config flattened to dotted keys (the sweep section is the study's; where workers ran is not a result)."""
     container = to_dict(cfg)
     container.pop("sweep", None)
+    container.pop("launcher", None)
     return flatten(container)
 
 

@@ -93,7 +93,7 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
         t2 = time.perf_counter()
         tracker.log_metrics(parent, {"replication_s": t1 - t0, "report_s": t2 - t1})
         print()
-        print_table(report.rows, report.axis_rows, report.recommendations, report.search)
+        print_table(report.rows, report.axis_rows, report.recommendations, report.search, report.across)
         registered = register_recommended(tracker, report, study.study_name, ctx.storage)
         if registered:
             print(f"registered model: {registered}")

@@ -51,6 +51,17 @@ def tracking_uri(cfg: DictConfig) -> str:
     return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
 
 
+def check_shared_stores(cfg: DictConfig) -> None:
+    """Workers on other hosts (launcher=slurm) need stores they can all reach: no SQLite file, no local folder."""
+    why = "workers on other hosts cannot share a SQLite file; use tracking=server or a PostgreSQL URL"
+    url = storage_url(cfg)
+    if url.startswith("sqlite"):
+        raise ConfigError("storage", mask(url), why)
+    uri = tracking_uri(cfg)
+    if uri.startswith(("sqlite", "file:")) or "://" not in uri:
+        raise ConfigError("tracking.uri", mask(uri), why.replace("SQLite file", "local MLflow store"))
+
+
 def storage_url(cfg: DictConfig) -> str:
     """Optuna storage: `storage=` shortcut, then tracking.storage, then $SWEEPER_OPTUNA_STORAGE, then $OPTUNA_STORAGE
     (one of them required in server mode), then SQLite under mlruns/."""

@@ -100,7 +100,10 @@ def _top_up_slots(study: optuna.Study, sweep: Any) -> None:
         if techniques and not baseline:  # pinned: Optuna's public queue with fixed parameters
             study.enqueue_trial({"regularizer": techniques[(i - with_baseline) % len(techniques)]}, user_attrs=user_attrs)
         else:  # an empty slot; no fixed parameters (GridSampler refuses partially fixed ones)
-            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=user_attrs))
+            # the grid sampler gives every trial a grid point unless it has fixed params: the baseline (which
+            # trains sweep.baseline, not a grid point) must not use one up, or one point would never be trained
+            system_attrs: dict[str, Any] = {"fixed_params": {}} if baseline and sweep.sampler.name == "grid" else {}
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, user_attrs=user_attrs, system_attrs=system_attrs))
 
 
 # --- opening a study ----------------------------------------------------------------------------------

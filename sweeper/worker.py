@@ -319,8 +319,9 @@ class Worker:
                 **({"axis_value": trial.params.get(axis)} if axis else {}),
             },
             on_run_created=on_run_created,
-            # search trials never see the test split; grid sweeps (axis) select nothing and are scored on it
-            evaluate_test=bool(axis),
+            # search trials never see the test split; grid sweeps (axis) and seed-only sweeps select nothing
+            # and are scored on it
+            evaluate_test=bool(axis) or set(self.space) == {"seed"},
             still_owned=heartbeat.owned,
             resume_from=None if resume is None else resume[0],
         )
@@ -384,6 +385,11 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None) -> Non
 def run_workers(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> None:
     """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
     Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
+    if cfg.launcher.name == "slurm":
+        from .launchers import run_slurm
+
+        run_slurm(cfg, argv)
+        return
     plan = plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
     if len(plan) == 1 and plan[0] in (None, "0"):
         Worker(argv, cfg, ctx, study, parent).run()

@@ -13,7 +13,7 @@ from ..tracking import Tracker
 from .collect import collect
 from .plots import make_plots
 from .recommend import _small_data, accuracy_choice, recommend
-from .render import render, search_rows
+from .render import render, search_rows, seed_rows
 from .rows import Row, axis_table, build_rows
 
 
@@ -26,6 +26,7 @@ class Report:
     plots: dict[str, str]
     choice: str | None = None  # the accuracy recommendation: the configuration the registry registers
     search: list[list[str]] | None = None  # the search's results, when nothing was replicated
+    across: list[list[str]] | None = None  # mean and CI over searched seeds (``-m seed=1,2,3``)
 
 
 def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to_parent: bool = True) -> Report:
@@ -55,4 +56,4 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     if log_to_parent:
         for f in sorted(final.iterdir()):
             tracker.log_artifact(data.parent.info.run_id, f, "report")
-    return Report(final, rows, axis_rows, recs, plots, choice, None if rows or axis_rows else search_rows(data))
+    return Report(final, rows, axis_rows, recs, plots, choice, None if rows or axis_rows else search_rows(data), seed_rows(data))

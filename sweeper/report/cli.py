@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
-    print_table(report.rows, report.axis_rows, report.recommendations, report.search)
+    print_table(report.rows, report.axis_rows, report.recommendations, report.search, report.across)
     print(f"report: {report.folder / 'report.html'}")
     return 0
 

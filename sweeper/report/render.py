@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +139,45 @@ def search_rows(data: StudyData) -> list[list[str]]:
     ]
 
 
+SEED_HEAD = ["configuration", "seeds", "val acc mean", "val 95% CI", "test acc mean", "test 95% CI", "test acc sd"]
+
+
+def seed_rows(data: StudyData) -> list[list[str]]:
+    """When seeds were searched (``-m seed=1,2,3``): each configuration's mean and 95% t-interval over its seeds,
+    from the completed trials (the seeds are the replicates; nothing was selected among them)."""
+    from ..stats import summarize
+
+    if "seed" not in data.searched:
+        return []
+    groups: dict[str, dict[str, list[float]]] = {}
+    for r in data.trials:
+        if r.data.tags.get("state") != "completed":
+            continue
+        chosen = {k: v for k, v in json.loads(r.data.tags.get("searched", "{}")).items() if k != "seed"}
+        label = "baseline" if r.data.tags.get("baseline") == "True" else ", ".join(f"{k}={v}" for k, v in chosen.items())
+        g = groups.setdefault(label or r.data.tags.get("technique", "config"), {"val": [], "test": []})
+        m = r.data.metrics
+        g["val"].append(m.get("final_val_acc", m.get("val_acc", math.nan)))
+        if "test_acc" in m:
+            g["test"].append(m["test_acc"])
+    out = []
+    for label, g in groups.items():
+        v = summarize(g["val"])
+        t = summarize(g["test"]) if g["test"] else None
+        out.append(
+            [
+                label,
+                str(v.n),
+                f"{v.mean:.4f}",
+                "n/a (1 seed)" if v.ci_low is None else f"[{v.ci_low:.4f}, {v.ci_high:.4f}]",
+                "-" if t is None else f"{t.mean:.4f}",
+                "-" if t is None or t.ci_low is None else f"[{t.ci_low:.4f}, {t.ci_high:.4f}]",
+                "-" if t is None or t.std is None else f"{t.std:.4f}",
+            ]
+        )
+    return out
+
+
 def method_text(data: StudyData, rows: list[Row], axis_rows: list[dict[str, Any]]) -> str:
     """The rules this report followed, stated where the numbers are."""
     n_done = sum(1 for r in data.trials if r.data.tags.get("state") in ("completed", "pruned"))
@@ -231,6 +272,11 @@ def render(
         )
         md += ["## Search results (no replication)", "", note, "", _md_table(SEARCH_HEAD, search_rows(data)), ""]
         htm += ["<h2>Search results (no replication)</h2>", f"<p>{html.escape(note)}</p>", _html_table(SEARCH_HEAD, search_rows(data))]
+    across = seed_rows(data)
+    if across:
+        note = "Each configuration's completed trials over the searched seeds: mean and 95% t-interval (n = seeds)."
+        md += ["## Across seeds", "", note, "", _md_table(SEED_HEAD, across), ""]
+        htm += ["<h2>Across seeds</h2>", f"<p>{html.escape(note)}</p>", _html_table(SEED_HEAD, across)]
     if main_rows:
         md += ["## Techniques", "", _md_table(HEAD, table_rows(main_rows)), ""]
         htm += ["<h2>Techniques</h2>", _html_table(HEAD, table_rows(main_rows))]
@@ -267,9 +313,17 @@ def render(
         if axis_rows:
             w.writerow(AXIS_HEAD)
             w.writerows(axis_rows_text(axis_rows))
+        if across:
+            w.writerow(SEED_HEAD)
+            w.writerows(across)
 
 
-def print_table(rows: list[Row], axis_rows: list[dict], recs, search: list[list[str]] | None = None) -> None:
+def print_table(
+    rows: list[Row], axis_rows: list[dict], recs, search: list[list[str]] | None = None, across: list[list[str]] | None = None
+) -> None:
+    if across:
+        _print_rows(SEED_HEAD, across)
+        print()
     cols = [HEAD.index(name) for name in TERMINAL]
     body = [[row[i] for i in cols] for row in table_rows(rows)] if rows else []
     head = [HEAD[i] for i in cols]
@@ -277,8 +331,12 @@ def print_table(rows: list[Row], axis_rows: list[dict], recs, search: list[list[
         head, body = AXIS_HEAD, axis_rows_text(axis_rows)
     elif not rows and search is not None:
         head, body = SEARCH_HEAD, search
+    _print_rows(head, body)
+    for p, t in recs:
+        print(f"* {p}: {t}")
+
+
+def _print_rows(head: list[str], body: list[list[str]]) -> None:
     widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
     for line in [head, ["-" * w for w in widths], *body]:
         print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
-    for p, t in recs:
-        print(f"* {p}: {t}")
