@@ -47,6 +47,8 @@ def is_sweep(override: str) -> bool:
     try:
         return bool(_parse(override).is_sweep_override())
     except ConfigError:
+        if value.startswith(_SWEEP_FUNCS):  # a malformed sweep: say what is wrong with it
+            raise
         return False
 
 
@@ -58,7 +60,7 @@ def refuse_without_flag(argv: list[str]) -> None:
             raise ConfigError(key, value, f"a sweep over values needs -m (multirun): python -m sweeper -m {a}")
 
 
-def _values_text(override) -> tuple[str, int | None]:
+def _values_text(override, written: str) -> tuple[str, int | None]:
     """(the search-space expression, the number of grid points or None for a continuous interval)."""
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
@@ -67,10 +69,10 @@ def _values_text(override) -> tuple[str, int | None]:
         items = [override._get_value_element_as_str(v) for v in value.list]
         return f"choice({', '.join(items)})", len(items)
     if isinstance(value, RangeSweep):
-        return override.get_value_element_as_str(), len(list(value.range()))
+        return written, len(list(value.range()))
     if isinstance(value, IntervalSweep):
-        return override.get_value_element_as_str(), None
-    raise ConfigError(override.key_or_group, override.get_value_element_as_str(), "supported with -m: a,b,c  choice()  range()  interval()")
+        return written, None
+    raise ConfigError(override.key_or_group, written, "supported with -m: a,b,c  choice()  range()  interval()")
 
 
 def _name(swept: dict[str, str]) -> str:
@@ -94,7 +96,7 @@ def to_sweep_argv(argv: list[str]) -> list[str]:
         key = override.key_or_group
         if override.package:
             raise ConfigError(key, a, "package overrides (key@pkg) cannot be swept with -m")
-        text, size = _values_text(override)
+        text, size = _values_text(override, a.partition("=")[2])
         swept[key] = text
         sizes.append(size)
     if not swept:

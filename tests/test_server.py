@@ -190,6 +190,34 @@ def test_two_server_workers_one_killed_study_completes_and_no_password_leaks(ser
             assert PASSWORD.encode() not in f.read_bytes(), f
 
 
+def test_slurm_launcher_runs_workers_as_a_job_array_that_joins_one_study(server, tmp_path):
+    """launcher=slurm with submitit's local executor: real task processes, the same code path as on a cluster."""
+    args = [*ARGS, "sweep.n_trials=4", "trainer.max_epochs=2", "launcher=slurm", "launcher.executor=local", "launcher.workers=2"]
+    args.append(f"launcher.folder={tmp_path / 'slurm_logs' / '%j'}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args],
+        cwd=tmp_path,
+        env=server.worker_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    out = proc.communicate(timeout=400)[0]
+    logs = "".join(p.read_text()[-1500:] for p in (tmp_path / "slurm_logs").rglob("*.err"))
+    assert proc.returncode == 0, out[-3000:] + logs
+    assert "submitted 2 worker tasks (local)" in out
+    study = load_study(server.optuna_url, "dropout")
+    assert len(study.trials) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    pids = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in study.trials}
+    assert str(proc.pid) not in pids and 1 <= len(pids) <= 2  # trained by the array tasks, not by the submitter
+    runs = runs_of(server.client(), "dropout")
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(trials) == 4 and {r.data.tags["mlflow.parentRunId"] for r in trials} == {parents[0].info.run_id}
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
 def test_wrong_password_missing_env_and_lost_server(server, tmp_path):
     args = [*ARGS, "sweep.n_trials=4", "trainer.max_epochs=10"]
     proc = subprocess.run(

@@ -34,6 +34,17 @@ BAD = [
     (sweep_args("dropout", "sweep.timing_repeats=2"), "sweep.timing_repeats: 2", "no usable interval"),
     (sweep_args("dropout", "sweep.claim_reference=nope"), "sweep.claim_reference: 'nope'", "seed_dropout_0.2"),
     (sweep_args("batchnorm", "regularizer.bn_ghost=1"), "regularizer.bn_ghost: 1", "integer >= 2"),
+    (sweep_args("dropout", "launcher=slurm"), "storage: 'sqlite:///", "workers on other hosts cannot share a SQLite file"),
+    (
+        sweep_args("dropout", "launcher=slurm", "storage=postgresql://u:secret@127.0.0.1:9/optuna"),
+        "tracking.uri: 'sqlite:///",
+        "cannot share a local MLflow store",
+    ),
+    (sweep_args("dropout", "launcher=slurm", "launcher.executor=pbs"), "launcher.executor: 'pbs'", "allowed: slurm, local"),
+    (sweep_args("dropout", "launcher=slurm", "launcher.workers=0"), "launcher.workers: 0", "integer > 0"),
+    (sweep_args("dropout", "launcher=slurm", "workers=4"), "workers: 4", "launcher.workers=N"),
+    (["launcher=slurm"], "launcher: 'slurm'", "add +sweep=<name>"),
+    (sweep_args("dropout", "launcher=pbs"), "launcher: 'pbs'", "available: local, slurm"),
 ]
 
 
