@@ -89,6 +89,7 @@ class TrackingConfig:
     experiment: str = "sweeper"
     storage: Optional[str] = None  # Optuna storage; null: sqlite:///mlruns/optuna.db
     artifact_root: Optional[str] = None  # local mode: mlruns/artifacts
+    system_metrics_interval: float = 10  # seconds between system-metric samples on a sweep's parent run (0: off)
 
 
 @dataclass
@@ -354,6 +355,9 @@ def validate(cfg: DictConfig) -> None:
         except ConfigError:
             raise ConfigError("workers", cfg.workers, "must be an integer > 0 or auto (one worker per GPU)") from None
     check_name("tracking.experiment", cfg.tracking.experiment)
+    smi = cfg.tracking.system_metrics_interval
+    if isinstance(smi, bool) or not isinstance(smi, (int, float)) or not (smi == 0 or 0.5 <= smi < math.inf):
+        raise ConfigError("tracking.system_metrics_interval", smi, "must be 0 (off) or a number of seconds >= 0.5")
     if cfg.tracking.mode not in ("local", "server"):
         raise ConfigError("tracking.mode", cfg.tracking.mode, "allowed: local, server")
     if cfg.tracking.mode == "server":

@@ -49,7 +49,7 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     # 2. workers take slots until none are left; the bar follows every worker through the storage
     worker_argv = [a for a in argv if not a.startswith("workers=")]
     try:
-        with Progress(study, config_mod.n_trials(cfg.sweep)):
+        with Progress(study, config_mod.n_trials(cfg.sweep)), tracker.system_metrics(parent, cfg.tracking.system_metrics_interval):
             run_workers(cfg, worker_argv, ctx, study, parent)
     except KeyboardInterrupt:
         tracker.end_run(parent, "KILLED")

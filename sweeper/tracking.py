@@ -7,9 +7,10 @@ hold a URL goes through ``masking.mask`` first: no password reaches params, tags
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -199,8 +200,26 @@ class Tracker:
 
     @_guard
     def describe_experiment(self, text: str) -> None:
-        """The experiment's description in the MLflow UI (``mlflow.note.content``)."""
+        """The experiment's description in the MLflow UI (``mlflow.note.content``), and its kind: MLflow 3's UI opens
+        experiments without one on the GenAI overview instead of the runs table."""
         self.client.set_experiment_tag(self.experiment_id, "mlflow.note.content", mask(text))
+        self.client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, interval: float) -> Iterator[None]:
+        """CPU, memory, disk, network (and GPU where NVML sees one) on ``run_id`` every ``interval`` seconds, by
+        MLflow's own monitor (``system/*`` metrics in the UI), while the block runs; interval 0: off."""
+        if not interval:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=True, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     @_guard
     def mark_running(self, run_id: str) -> None:

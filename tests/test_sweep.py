@@ -40,7 +40,7 @@ def check_links(study, uri, n_trials):
 
 
 def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
-    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4"), cwd=sweep_dir)
+    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=0.5"), cwd=sweep_dir)
     assert proc.returncode == 0, proc.stderr
     assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
@@ -54,6 +54,10 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/intermediate_values.png"} <= arts
     assert parent.data.metrics["best_val_acc"] == max(t.value for t in study.trials)
     assert parent.info.status == "FINISHED" and "best_params" in parent.data.tags
+    # MLflow's system metrics monitor sampled the machine on the parent run while the workers ran
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
+    exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("dropout")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
     # re-running a finished study prints its results and runs nothing
     again = run_cli(sweep_args("dropout", "sweep.n_trials=4"), cwd=sweep_dir)
     assert again.returncode == 0 and "study dropout: 4 completed" in again.stdout
