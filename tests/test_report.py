@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 from conftest import all_runs, sweep_args
@@ -229,6 +230,64 @@ def test_html_report_renders_table_and_every_image_in_chromium(compare_dir, tmp_
         timeout=120,
     )
     assert shot.stat().st_size > 10_000
+
+
+# Debian's Chromium under Playwright (no browser download): flags that keep it off the closed network
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking"]
+GRID_CELLS = """() => { const out = {};
+  for (const c of document.querySelectorAll('[role=row][row-index] [role=gridcell][col-id]')) {
+    const i = c.closest('[role=row]').getAttribute('row-index');
+    (out[i] = out[i] || {})[c.getAttribute('col-id')] = c.innerText.trim(); }
+  return Object.values(out); }"""
+
+
+@pytest.mark.slow
+def test_mlflow_ui_lists_the_study_run_its_children_and_their_datasets(compare_dir, tmp_path):
+    """A real `mlflow server` on the study's store, its UI in headless Chromium: the parent run, its trial runs
+    (readable names) nested under it once expanded, and the Dataset column filled on every trial row."""
+    import socket
+    import sys
+
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    exe = _chromium()
+    db = compare_dir / "mlruns" / "mlflow.db"
+    exp = MlflowClient(tracking_uri=f"sqlite:///{db}").get_experiment_by_name("compare")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "mlflow-ui.log", "w")
+    mlflow_cli = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"]
+    server = subprocess.Popen([*mlflow_cli, "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}/runs")
+            page.get_by_role("link", name="compare", exact=True).first.wait_for(timeout=60_000)
+            page.locator("[role=gridcell][col-id='attributes.`Run Name`'] button").first.click()  # expand the parent
+            page.get_by_text("t0 none (baseline)").wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            rows = page.evaluate(GRID_CELLS)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    names = [r["attributes.`Run Name`"].splitlines()[-1] for r in rows]
+    assert names[0] == "compare", names  # the parent run first, its children below it
+    trials = [r for r in rows if re.match(r"t\d+ ", r["attributes.`Run Name`"].splitlines()[-1])]
+    assert len(trials) == 5, names  # baseline + 2 techniques x 2 trials
+    assert {"t0 none (baseline)"} < {r["attributes.`Run Name`"].splitlines()[-1] for r in trials}
+    for r in trials:
+        assert re.match(r"digits \([0-9a-f]{12}\)", r["attributes.`Dataset`"]), r
 
 
 @pytest.mark.slow
