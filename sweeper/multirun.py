@@ -40,7 +40,7 @@ def _parse(override: str):
 def is_sweep(override: str) -> bool:
     """A Hydra sweep value: a top-level comma list or a sweep function (choice/range/interval)."""
     key, sep, value = override.partition("=")
-    if not sep or key.startswith("sweep.params.") or key.lstrip("+").startswith("sweep.params."):
+    if not sep or key.lstrip("+").startswith("sweep.params."):
         return False
     if not (value.startswith(_SWEEP_FUNCS) or "," in value):
         return False
@@ -65,9 +65,8 @@ def _values_text(override, written: str) -> tuple[str, int | None]:
     from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
     value = override.value()
-    if isinstance(value, ChoiceSweep):
-        items = [override._get_value_element_as_str(v) for v in value.list]
-        return f"choice({', '.join(items)})", len(items)
+    if isinstance(value, ChoiceSweep):  # a,b,c (simple form) or choice(a,b,c): the same grammar either way
+        return (f"choice({written})" if value.simple_form else written), len(value.list)
     if isinstance(value, RangeSweep):
         return written, len(list(value.range()))
     if isinstance(value, IntervalSweep):
@@ -104,16 +103,13 @@ def to_sweep_argv(argv: list[str]) -> list[str]:
     given = {a.split("=", 1)[0].lstrip("+") for a in plain if "=" in a}
     grid = all(s is not None for s in sizes)
     seeds_only = set(swept) == {"seed"}
-    out = [*plain, "+sweep=multirun"]
-    if "sweep.name" not in given:
-        out.append(f"sweep.name={_name(swept)}")
-    if grid and "sweep.sampler.name" not in given:
-        out.append("sweep.sampler.name=grid")
+    defaults = {"sweep.name": _name(swept)}
+    if grid:
+        defaults["sweep.sampler.name"] = "grid"
     if seeds_only:  # replicates of one configuration: no baseline, no search, the report's "Across seeds" table
-        out += [o for k, o in (("sweep.baseline", "sweep.baseline=null"), ("sweep.replicates", "sweep.replicates=0")) if k not in given]
-        out += [o for k, o in (("sweep.pruner.name", "sweep.pruner.name=none"),) if k not in given]
-    if grid and "sweep.n_trials" not in given:
+        defaults.update({"sweep.baseline": "null", "sweep.replicates": "0", "sweep.pruner.name": "none"})
+    if grid:
         baseline = not seeds_only and "sweep.baseline" not in given
-        out.append(f"sweep.n_trials={math.prod(s for s in sizes if s) + int(baseline)}")
-    out += [f"sweep.params.{k}='{v}'" for k, v in swept.items()]
-    return out
+        defaults["sweep.n_trials"] = str(math.prod(s for s in sizes if s) + int(baseline))
+    out = [*plain, "+sweep=multirun", *(f"{k}={v}" for k, v in defaults.items() if k not in given)]
+    return out + [f"sweep.params.{k}='{v}'" for k, v in swept.items()]

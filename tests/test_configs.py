@@ -21,6 +21,8 @@ def test_every_group_option_composes_and_validates(group, option, csv_file, monk
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     monkeypatch.setenv("SWEEPER_OPTUNA_STORAGE", "sqlite:///x.db")
     extra = [f"data.path={csv_file}"] if (group, option) == ("data", "csv") else []
+    if (group, option) == ("launcher", "slurm"):  # a sweep with stores other hosts can share
+        extra = ["+sweep=dropout", "tracking=server", "storage=postgresql://u@127.0.0.1:9/optuna"]
     cfg = config.load([f"{group}={option}", *extra])
     assert cfg[group] is not None
     if group == "regularizer":

@@ -17,7 +17,7 @@ def test_lists_and_ranges_become_a_grid_with_one_trial_per_point_plus_the_baseli
     assert "+sweep=multirun" in argv and "regularizer=dropout" in argv
     assert _value(argv, "sweep.sampler.name") == "grid"
     assert _value(argv, "sweep.n_trials") == "7"  # 3 x 2 grid points + the baseline
-    assert _value(argv, "sweep.params.regularizer.p") == "'choice(0.1, 0.2, 0.3)'"
+    assert _value(argv, "sweep.params.regularizer.p") == "'choice(0.1,0.2,0.3)'"
     assert _value(argv, "sweep.params.trainer.max_epochs") == "'range(1,3)'"
     # named from the overrides; other values give another study
     assert _value(argv, "sweep.name").startswith("multirun_p_max_epochs_")
