@@ -31,7 +31,8 @@ def test_every_group_option_composes_and_validates(group, option, csv_file, monk
 
 @pytest.mark.parametrize("name", config.available("sweep"))
 def test_every_shipped_sweep_composes_and_validates(name):
-    cfg = config.load([f"+sweep={name}"])
+    # multirun's params come from the command line (-m key=a,b): here one such parameter
+    cfg = config.load([f"+sweep={name}", *(["sweep.params.seed=choice(1,2)"] if name == "multirun" else [])])
     assert cfg.sweep.name == name
     space = config.validate_sweep(cfg)
     assert space, name
