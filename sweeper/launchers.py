@@ -14,11 +14,11 @@ from typing import Any
 from omegaconf import DictConfig
 
 
-def _task(argv: list[str], threads: int) -> None:
+def _task(argv: list[str], threads: int, worker_cls: Any = None) -> None:
     """One array task: a worker of the study (runs on the cluster node, in a fresh process)."""
     from .worker import worker_process
 
-    worker_process(argv, threads, gpu=None)  # Slurm sets CUDA_VISIBLE_DEVICES for the task's own GPUs
+    worker_process(argv, threads, None, worker_cls)  # Slurm sets CUDA_VISIBLE_DEVICES for the task's own GPUs
 
 
 def executor_parameters(cfg: DictConfig) -> dict[str, Any]:
@@ -42,7 +42,7 @@ def executor_parameters(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def run_slurm(cfg: DictConfig, argv: list[str]) -> None:
+def run_slurm(cfg: DictConfig, argv: list[str], worker_cls: Any = None) -> None:
     """Submit ``launcher.workers`` worker tasks as one job array and wait for all of them."""
     import submitit
 
@@ -52,7 +52,8 @@ def run_slurm(cfg: DictConfig, argv: list[str]) -> None:
     threads = int(cfg.trainer.threads or ln.cpus_per_task)
     # the tasks must not submit again: they run the plain worker loop with the same overrides
     task_argv = [a for a in argv if not a.startswith(("launcher=", "launcher.", "+launcher"))]
-    jobs = executor.map_array(_task, [task_argv] * int(ln.workers), [threads] * int(ln.workers))
+    n = int(ln.workers)
+    jobs = executor.map_array(_task, [task_argv] * n, [threads] * n, [worker_cls] * n)
     job_id = jobs[0].job_id.split("_")[0]
     print(f"submitted {len(jobs)} worker tasks ({ln.executor}): job {job_id}, logs in {os.path.abspath(str(ln.folder))}")
     try:

@@ -12,6 +12,7 @@ from . import config as config_mod
 from . import stores
 from .errors import StoreUnavailable, write_failure
 from .masking import mask
+from .population_worker import worker_class
 from .progress import Progress, table
 from .study import counts, open_study
 from .worker import run_workers, study_context
@@ -50,7 +51,7 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     worker_argv = [a for a in argv if not a.startswith("workers=")]
     try:
         with Progress(study, config_mod.n_trials(cfg.sweep)), tracker.system_metrics(parent, cfg.tracking.system_metrics_interval):
-            run_workers(cfg, worker_argv, ctx, study, parent)
+            run_workers(cfg, worker_argv, ctx, study, parent, worker_class(cfg))
     except KeyboardInterrupt:
         tracker.end_run(parent, "KILLED")
         print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)

@@ -139,8 +139,14 @@ def inference_ms_per_1k(model: torch.nn.Module, x: torch.Tensor, repeats: int = 
 
 
 def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dict[str, float]:
-    model, s = module.model, prepared.splits
-    device = module.device
+    stopped = bool(es and es.stopped_epoch > 0)
+    restored = None if es is None or es.best_epoch is None else es.best_epoch
+    return final_metrics(module.model, prepared.splits, module.device, history, stopped, restored, fit_seconds, with_test)
+
+
+def final_metrics(model, splits, device, history, stopped_early: bool, restored_epoch, fit_seconds: float, with_test: bool):
+    """The metrics of a trained model (the one-model path and population members alike)."""
+    s = splits
     dev = s.to(device) if s.x_train.device != device else s
     val_loss, val_acc = evaluate(model, dev.x_val, dev.y_val)
     train_loss, train_acc = evaluate(model, dev.x_train, dev.y_train)
@@ -154,7 +160,7 @@ def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dic
         "best_val_acc": val_accs[best],
         "best_epoch": best + 1,
         "epochs_trained": epochs,
-        "stopped_early": float(bool(es and es.stopped_epoch > 0)),
+        "stopped_early": float(stopped_early),
         "n_params": count_parameters(model),
         "train_time_s": fit_seconds,
         "epoch_time_s": fit_seconds / max(epochs, 1),
@@ -162,8 +168,8 @@ def _final_metrics(module, prepared, history, es, fit_seconds, with_test) -> dic
     }
     if with_test:  # reported for chosen configurations, never used for selection
         out["test_loss"], out["test_acc"] = evaluate(model, dev.x_test, dev.y_test)
-    if es is not None and es.best_epoch is not None:
-        out["restored_epoch"] = es.best_epoch + 1
+    if restored_epoch is not None:
+        out["restored_epoch"] = restored_epoch + 1
     out.update(sparsity_metrics(model))
     return out
 
@@ -189,6 +195,65 @@ def device_label(accelerator: str) -> str:
         return "cpu"
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return "cuda:0" + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible else "")
+
+
+def data_order_seed(cfg: DictConfig) -> int:
+    """The seed of the training data's shuffling: the run's seed, or with data.order_stream another stream of it
+    (the same initial weights, another data order)."""
+    if not cfg.data.order_stream:
+        return int(cfg.seed)
+    return int(np.random.SeedSequence([int(cfg.seed), int(cfg.data.order_stream)]).generate_state(1)[0])
+
+
+def open_run(
+    tracker: Tracker,
+    cfg: DictConfig,
+    prepared: Prepared,
+    run_name: str | None,
+    parent_run_id: str | None,
+    tags: dict[str, Any] | None,
+    on_run_created: Callable[[str], None] | None = None,
+) -> str:
+    """The trial's MLflow run: tags, params, dataset input and resolved config (before any training)."""
+    tags = {"device": device_label(cfg.trainer.accelerator), **(tags or {})}
+    run_id = tracker.start_run(
+        run_name or prepared.technique,
+        tags={"technique": prepared.technique, "state": "running", **tags},
+        parent_run_id=parent_run_id,
+    )
+    if on_run_created:  # first, so the link exists even if the next calls fail
+        on_run_created(run_id)
+    tracker.log_params(run_id, flat_params(cfg))
+    s = prepared.splits
+    tracker.log_dataset(
+        run_id,
+        cfg.data.name,
+        s.digest(),
+        data_source(cfg.data),
+        {
+            "train": len(s.y_train),
+            "val": len(s.y_val),
+            "test": len(s.y_test),
+            "train_fraction": float(cfg.data.train_fraction),
+            "split_seed": int(cfg.data.split_seed),
+            "classes": s.n_classes,
+        },
+    )
+    tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+    return run_id
+
+
+def close_run(
+    tracker: Tracker, run_id: str, status: str, mlflow_status: str, reason: str | None, metrics: dict[str, float] | None, epochs: int
+) -> None:
+    """Final metrics and state tags in one call, then the run's end status (MLflow agrees with Optuna)."""
+    state = "failed" if status == "abandoned" else status  # the trial is FAIL in Optuna
+    tags_out: dict[str, Any] = {"state": state, **({"failure_reason": reason} if reason else {})}
+    if status == "pruned":
+        tags_out["pruned_epoch"] = epochs
+    # val_acc/val_loss are per-epoch series; the final model's go in as final_*
+    tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=epochs)
+    tracker.end_run(run_id, mlflow_status)
 
 
 def run_trial(
@@ -218,41 +283,14 @@ def run_trial(
         options.update(r.model_options())
     model = build_model(cfg.model, prepared.splits.input_shape, prepared.splits.n_classes, **options)
     module = RegularizedModule(model, prepared.regularizers, cfg.optim, cfg.data.batch_size)
-    order_seed = int(cfg.seed)
-    if cfg.data.order_stream:  # the same initial weights (seed), another shuffling stream
-        order_seed = int(np.random.SeedSequence([int(cfg.seed), int(cfg.data.order_stream)]).generate_state(1)[0])
-    dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, order_seed)
+    dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, data_order_seed(cfg))
 
     run_id: str | None = None
     epoch_logger: EpochLogger | None = None
     history = _History()
     all_callbacks: list = [history]
     if tracker is not None:
-        tags = {"device": device_label(cfg.trainer.accelerator), **(tags or {})}
-        run_id = tracker.start_run(
-            run_name or prepared.technique,
-            tags={"technique": prepared.technique, "state": "running", **(tags or {})},
-            parent_run_id=parent_run_id,
-        )
-        if on_run_created:  # first, so the link exists even if the next calls fail
-            on_run_created(run_id)
-        tracker.log_params(run_id, flat_params(cfg))
-        s = prepared.splits
-        tracker.log_dataset(
-            run_id,
-            cfg.data.name,
-            s.digest(),
-            data_source(cfg.data),
-            {
-                "train": len(s.y_train),
-                "val": len(s.y_val),
-                "test": len(s.y_test),
-                "train_fraction": float(cfg.data.train_fraction),
-                "split_seed": int(cfg.data.split_seed),
-                "classes": s.n_classes,
-            },
-        )
-        tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+        run_id = open_run(tracker, cfg, prepared, run_name, parent_run_id, tags, on_run_created)
         epoch_logger = EpochLogger(tracker, run_id)
         all_callbacks.append(epoch_logger)
     es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
@@ -265,13 +303,7 @@ def run_trial(
         if tracker is not None and run_id is not None and status == "completed" and before_end is not None:
             before_end(run_id, module.model, prepared.splits)  # e.g. log the model into this run
         if tracker is not None and run_id is not None:
-            state = "failed" if status == "abandoned" else status  # MLflow agrees with Optuna: the trial is FAIL
-            tags_out: dict[str, Any] = {"state": state, **({"failure_reason": reason} if reason else {})}
-            if status == "pruned":
-                tags_out["pruned_epoch"] = len(history.epochs)
-            # val_acc/val_loss are per-epoch series; the final model's go in as final_*
-            tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=len(history.epochs))
-            tracker.end_run(run_id, mlflow_status)
+            close_run(tracker, run_id, status, mlflow_status, reason, metrics, len(history.epochs))
         return TrialResult(status, metrics or {}, history.epochs, reason, run_id, epoch_seconds=history.seconds)
 
     trainer = _trainer(cfg, all_callbacks)

@@ -360,7 +360,7 @@ def plan_workers(workers: Any, gpus: int) -> list[str | None]:
     return [str(i % gpus) if gpus else None for i in range(n)]
 
 
-def worker_process(argv: list[str], threads: int, gpu: str | None = None) -> None:
+def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker_cls: type[Worker] | None = None) -> None:
     """Entry point of a `workers=N` child process (spawned, so it starts with fresh torch state)."""
     if gpu is not None:  # before anything touches CUDA: this process sees exactly one GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -374,7 +374,7 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None) -> Non
     ctx = study_context(cfg)
     study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
     try:
-        Worker(argv, cfg, ctx, study, parent).run()
+        (worker_cls or Worker)(argv, cfg, ctx, study, parent).run()
     except KeyboardInterrupt:
         sys.exit(130)
     except StoreUnavailable as exc:
@@ -382,21 +382,24 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None) -> Non
         sys.exit(3)
 
 
-def run_workers(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> None:
+def run_workers(
+    cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str, worker_cls: type[Worker] | None = None
+) -> None:
     """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
     Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
     if cfg.launcher.name == "slurm":
         from .launchers import run_slurm
 
-        run_slurm(cfg, argv)
+        run_slurm(cfg, argv, worker_cls)
         return
     plan = plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
+    worker_cls = worker_cls or Worker
     if len(plan) == 1 and plan[0] in (None, "0"):
-        Worker(argv, cfg, ctx, study, parent).run()
+        worker_cls(argv, cfg, ctx, study, parent).run()
         return
     threads = cfg.trainer.threads or max(1, (os.cpu_count() or 1) // len(plan))
     spawn = mp.get_context("spawn")
-    children = [spawn.Process(target=worker_process, args=(argv, threads, gpu), daemon=False) for gpu in plan]
+    children = [spawn.Process(target=worker_process, args=(argv, threads, gpu, worker_cls), daemon=False) for gpu in plan]
     try:
         for c in children:
             c.start()

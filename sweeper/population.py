@@ -1,0 +1,345 @@
+"""Population training: K MLP trials trained as one vectorized model (stacked weights, batched matmuls).
+
+Small models are dispatch-bound: one optimizer step of the 784-64-32-10 MLP on a 32-row batch costs about
+a millisecond, almost all of it per-op overhead. Stacking K members' weights and running every layer as
+one ``torch.baddbmm`` costs little more per step than one model, so K trials train in about the time of a
+few. Each member keeps what the one-model path (``trial.run_trial``) gives that configuration and seed:
+
+* its initial weights (the same ``seed_everything(seed)`` + ``build_model`` as the one-model path),
+* its data order (its own generator, seeded as ``TensorDataModule`` seeds it: one permutation per epoch),
+* its loss (cross-entropy + its own L1 / L2 coefficients), its optimizer (Adam, or AdamW with its own
+  decoupled weight decay; the same update torch's single-tensor Adam makes, per member learning rate and
+  step count), its proximal L1 step, its dropout rate, its early-stopping state (monitor, patience,
+  min_delta, best weights restored at the end) and its own epoch budget.
+
+So with dropout off, member k's per-epoch losses and accuracies equal the one-model path's within float
+rounding (batched matmuls sum in another order); with dropout on, its masks are drawn differently.
+Members join and leave at epoch boundaries: a member that completes, is pruned, stops early or fails
+(non-finite loss) leaves, and the caller refills its slot before the next epoch. Only the MLP with Adam
+and without batch norm is vectorized (``vectorizable`` says why not otherwise); the rest trains alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from .models import ACTIVATIONS, build_model
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
+
+
+def vectorizable(cfg: DictConfig, regularizers: list) -> str | None:
+    """None when this configuration can train inside a population, else why not (one line)."""
+    if cfg.model.name != "mlp":
+        return f"model={cfg.model.name} is not vectorized (the MLP is)"
+    if cfg.optim.name != "adam":
+        return f"optim.name={cfg.optim.name} is not vectorized (Adam/AdamW are)"
+    names = {r.name for r in regularizers}
+    if "batchnorm" in names:
+        return "batch norm is not vectorized (its running statistics are per member)"
+    if cfg.trainer.checkpoint_every:
+        return "trainer.checkpoint_every is not supported inside a population"
+    return None
+
+
+def population_key(cfg: DictConfig) -> tuple:
+    """Members with equal keys can share one stacked model: same layer shapes and kinds, same data and batches."""
+    d, m = cfg.data, cfg.model
+    return (
+        m.name,
+        tuple(m.hidden),
+        m.activation,
+        d.name,
+        d.path,
+        d.split_seed,
+        float(d.train_fraction),
+        tuple(float(d.split[k]) for k in ("train", "val", "test")),
+        int(d.batch_size),
+        cfg.trainer.accelerator,
+    )
+
+
+@dataclass
+class Member:
+    """One configuration inside a population; ``handle`` is the caller's (e.g. the Optuna trial)."""
+
+    handle: Any
+    cfg: DictConfig
+    regularizers: list
+    max_epochs: int
+    order_seed: int
+    # hyperparameters, per member
+    lr: float = 1e-3
+    l1: float = 0.0
+    proximal: bool = False
+    l2: float = 0.0
+    weight_decay: float = 0.0
+    dropout: float = 0.0
+    es: dict[str, Any] | None = None  # monitor, mode, patience, min_delta
+    # state between epochs
+    params: list[torch.Tensor] = field(default_factory=list)  # W1, b1, W2, b2, ...
+    exp_avg: list[torch.Tensor] = field(default_factory=list)
+    exp_avg_sq: list[torch.Tensor] = field(default_factory=list)
+    step: int = 0
+    generator: torch.Generator | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    es_best: float | None = None
+    es_wait: int = 0
+    best_params: list[torch.Tensor] | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    status: str = "running"  # running | completed | stopped | pruned | failed
+    reason: str | None = None
+    epoch_seconds: list[float] = field(default_factory=list)  # amortized: the population's epoch / its size
+
+    @property
+    def epoch(self) -> int:
+        return len(self.history)
+
+
+def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_classes: int, max_epochs: int, order_seed: int) -> Member:
+    """The member's initial weights exactly as the one-model path builds them for this config and seed."""
+    import lightning.pytorch as pl
+
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    options: dict[str, Any] = {}
+    for r in regularizers:
+        options.update(r.model_options())
+    model = build_model(cfg.model, input_shape, n_classes, **options)
+    params = [p.detach().clone() for p in model.parameters()]  # Linear weight, bias, in layer order
+    values = {**{k: v for r in regularizers for k, v in r.values.items()}}
+    names = {r.name for r in regularizers}
+    es = None
+    if "early_stopping" in names:
+        from .regularizers import EarlyStopping
+
+        es = {
+            "monitor": values["monitor"],
+            "mode": EarlyStopping.MONITORS[values["monitor"]],
+            "patience": int(values["patience"]),
+            "min_delta": float(values["min_delta"]),
+        }
+    return Member(
+        handle=handle,
+        cfg=cfg,
+        regularizers=regularizers,
+        max_epochs=max_epochs,
+        order_seed=order_seed,
+        lr=float(cfg.optim.lr),
+        l1=float(values.get("l1", 0.0)) if "l1" in names else 0.0,
+        proximal=bool(values.get("proximal", False)) if "l1" in names else False,
+        l2=float(values.get("l2", 0.0)) if "l2" in names else 0.0,
+        weight_decay=float(values.get("weight_decay", 0.0)) if "weight_decay" in names else 0.0,
+        dropout=float(values.get("p", 0.0)) if "dropout" in names else 0.0,
+        es=es,
+        params=params,
+        exp_avg=[torch.zeros_like(p) for p in params],
+        exp_avg_sq=[torch.zeros_like(p) for p in params],
+        generator=torch.Generator().manual_seed(order_seed),
+    )
+
+
+class Population:
+    """Trains its members one epoch at a time as one stacked model on ``device``."""
+
+    def __init__(self, splits, batch_size: int, activation: str, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.splits = splits.to(self.device) if splits.x_train.device != self.device else splits
+        self.batch_size = batch_size
+        self.act = ACTIVATIONS[activation]()
+        self.members: list[Member] = []
+        self.x_train = self.splits.x_train.flatten(1)
+        self.x_val = self.splits.x_val.flatten(1)
+
+    def add(self, member: Member) -> None:
+        member.params = [p.to(self.device) for p in member.params]
+        member.exp_avg = [t.to(self.device) for t in member.exp_avg]
+        member.exp_avg_sq = [t.to(self.device) for t in member.exp_avg_sq]
+        self.members.append(member)
+
+    def remove(self, member: Member) -> None:
+        self.members.remove(member)
+
+    # --- one epoch of every member ----------------------------------------------------------------
+    def train_epoch(self) -> list[Member]:
+        """Train every member one epoch, validate it, update its early stopping; returns the members (each with
+        ``history[-1]`` set, or status ``failed`` with a reason). The caller decides pruning and removes members."""
+        import time
+
+        members = list(self.members)
+        if not members:
+            return []
+        t0 = time.perf_counter()
+        k = len(members)
+        dev = self.device
+        n_layers = len(members[0].params)
+        P = [torch.stack([m.params[i] for m in members]).requires_grad_(True) for i in range(n_layers)]
+        M = [torch.stack([m.exp_avg[i] for m in members]) for i in range(n_layers)]
+        V = [torch.stack([m.exp_avg_sq[i] for m in members]) for i in range(n_layers)]
+        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev)
+        l1 = col([0.0 if m.proximal else m.l1 for m in members])
+        l2 = col([m.l2 for m in members])
+        prox = [m.l1 if m.proximal else 0.0 for m in members]
+        p_drop = [m.dropout for m in members]
+        drop = col(p_drop).view(k, 1, 1) if any(p_drop) else None
+        keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
+        lrs = [m.lr for m in members]
+        wds = [m.weight_decay for m in members]
+        decay = col([1.0 - lr * wd for lr, wd in zip(lrs, wds)]).view(k, 1, 1) if any(wds) else None
+        steps = [m.step for m in members]
+        n = len(self.splits.y_train)
+        order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
+        sums = torch.zeros(k, 2, device=dev)
+        weights = P[0::2]
+        for start in range(0, n, self.batch_size):
+            idx = order[:, start : start + self.batch_size]
+            x, y = self.x_train[idx], self.splits.y_train[idx]  # (K, B, F), (K, B)
+            logits = self._forward(P, x, drop, keep_scale)
+            task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
+            pen = torch.zeros(k, device=dev)
+            if l1.any():
+                pen = pen + l1 * sum(w.abs().sum((1, 2)) for w in weights)
+            if l2.any():
+                pen = pen + l2 * sum(w.pow(2).sum((1, 2)) for w in weights)
+            grads = torch.autograd.grad((task + pen).sum(), P)
+            steps = [s + 1 for s in steps]
+            self._adam(P, M, V, grads, lrs, steps, decay)
+            if any(prox):
+                self._proximal(weights, V[0::2], lrs, steps, prox)
+            b = y.shape[1]
+            sums += torch.stack((task.detach(), pen.detach()), 1) * b
+        train_seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            val_loss, val_acc = self._evaluate(P, self.x_val, self.splits.y_val)
+            _, train_acc = self._evaluate(P, self.x_train, self.splits.y_train)
+        sums_l, val_loss_l, val_acc_l, train_acc_l = sums.tolist(), val_loss.tolist(), val_acc.tolist(), train_acc.tolist()
+        for i, m in enumerate(members):
+            m.params = [t[i].detach().clone() for t in P]
+            m.exp_avg = [t[i].clone() for t in M]
+            m.exp_avg_sq = [t[i].clone() for t in V]
+            m.step = steps[i]
+            m.epoch_seconds.append(train_seconds / k)
+            train_loss, train_penalty = sums_l[i][0] / n, sums_l[i][1] / n
+            if not (math.isfinite(train_loss) and math.isfinite(train_penalty)):
+                m.status, m.reason = "failed", f"loss became non-finite (train_loss={train_loss}) at epoch {m.epoch}"
+                continue
+            if not math.isfinite(val_loss_l[i]):
+                m.status, m.reason = "failed", f"validation loss became non-finite at epoch {m.epoch}"
+                continue
+            metrics = {
+                "train_loss": train_loss,
+                "train_penalty": train_penalty,
+                "train_acc": train_acc_l[i],
+                "val_loss": val_loss_l[i],
+                "val_acc": val_acc_l[i],
+                "gen_gap": train_acc_l[i] - val_acc_l[i],
+            }
+            m.history.append(metrics)
+            self._early_stopping(m, metrics)
+            if m.status == "running" and m.epoch >= m.max_epochs:
+                m.status = "completed"
+        return members
+
+    def _forward(self, P: list[torch.Tensor], x: torch.Tensor, drop=None, keep_scale=None) -> torch.Tensor:
+        h = x
+        last = len(P) // 2 - 1
+        for i in range(0, len(P), 2):
+            h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i].transpose(1, 2))
+            if i // 2 < last:
+                h = self.act(h)
+                if drop is not None:  # inverted dropout with each member's own rate (p = 0: exactly the identity)
+                    h = h * (torch.rand_like(h) >= drop) * keep_scale
+        return h
+
+    def _evaluate(self, P: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
+        """(mean cross-entropy, accuracy) per member, eval mode (no dropout)."""
+        k = P[0].shape[0]
+        loss = torch.zeros(k, device=x.device)
+        correct = torch.zeros(k, device=x.device)
+        for i in range(0, len(y), chunk):
+            xs, ys = x[i : i + chunk], y[i : i + chunk]
+            logits = self._forward(P, xs.unsqueeze(0).expand(k, -1, -1))
+            loss += F.cross_entropy(logits.transpose(1, 2), ys.unsqueeze(0).expand(k, -1), reduction="none").sum(1)
+            correct += (logits.argmax(2) == ys).sum(1)
+        return loss / len(y), correct / len(y)
+
+    @staticmethod
+    @torch.no_grad()
+    def _adam(P, M, V, grads, lrs: list[float], steps: list[int], decay) -> None:
+        """torch's single-tensor Adam (and AdamW's decoupled decay on weights), with per-member lr and step count;
+        bias corrections in float64 as torch computes them on the host."""
+        dev = P[0].device
+        k = len(lrs)
+        step_size = torch.tensor([lr / (1 - BETA1**t) for lr, t in zip(lrs, steps)], dtype=torch.float32, device=dev)
+        bc2_sqrt = torch.tensor([(1 - BETA2**t) ** 0.5 for t in steps], dtype=torch.float32, device=dev)
+        for i, (p, m, v, g) in enumerate(zip(P, M, V, grads)):
+            shape = (k,) + (1,) * (p.dim() - 1)
+            if decay is not None and i % 2 == 0:  # decoupled weight decay: weights only, before the update
+                p.mul_(decay.view(shape))
+            m.lerp_(g, 1 - BETA1)
+            v.mul_(BETA2).addcmul_(g, g, value=1 - BETA2)
+            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(EPS)
+            p.sub_(m / denom * step_size.view(shape))
+
+    @staticmethod
+    @torch.no_grad()
+    def _proximal(weights, V, lrs: list[float], steps: list[int], lam: list[float]) -> None:
+        """Soft-threshold by the step Adam took for each weight (``regularizers.L1.after_step``), per member."""
+        dev = weights[0].device
+        k = len(lrs)
+        shape = (k, 1, 1)
+        lr_t = torch.tensor(lrs, dtype=torch.float32, device=dev).view(shape)
+        lam_t = torch.tensor(lam, dtype=torch.float32, device=dev).view(shape)
+        bc2 = torch.tensor([1 - BETA2**t for t in steps], dtype=torch.float32, device=dev).view(shape)
+        for w, v in zip(weights, V):
+            threshold = lr_t / ((v / bc2).sqrt() + EPS) * lam_t
+            w.copy_(torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0))
+
+    @staticmethod
+    def _early_stopping(m: Member, metrics: dict[str, float]) -> None:
+        """Lightning's EarlyStopping rule (improvement: beyond min_delta in the monitor's direction), plus the
+        best epoch's weights kept for ``finish``."""
+        if m.es is None:
+            return
+        current = metrics[m.es["monitor"]]
+        better = (lambda a, b: a < b) if m.es["mode"] == "min" else (lambda a, b: a > b)
+        delta = -m.es["min_delta"] if m.es["mode"] == "min" else m.es["min_delta"]
+        if m.es_best is None or better(current - delta, m.es_best):
+            m.es_best, m.es_wait = current, 0
+            m.best_params = [p.clone() for p in m.params]
+            m.best_epoch = m.epoch - 1
+        else:
+            m.es_wait += 1
+            if m.es_wait >= m.es["patience"]:
+                m.status, m.stopped_early = "stopped", True
+
+    # --- a member's final model ---------------------------------------------------------------------
+    def model_of(self, m: Member) -> torch.nn.Module:
+        """The member as a plain model (the one-model path's class), best early-stopping weights restored."""
+        options: dict[str, Any] = {}
+        for r in m.regularizers:
+            options.update(r.model_options())
+        model = build_model(m.cfg.model, self.splits.input_shape, self.splits.n_classes, **options).to(self.device)
+        src = m.best_params if m.best_params is not None else m.params
+        with torch.no_grad():
+            for p, value in zip(model.parameters(), src):
+                p.copy_(value)
+        return model
+
+
+def train_until_done(population: Population, on_epoch: Callable[[Member], str | None] | None = None) -> None:
+    """Run epochs until every member has left (tests and benchmarks; the worker refills between epochs).
+    ``on_epoch(member)`` may return "pruned" to end a running member."""
+    while population.members:
+        for m in population.train_epoch():
+            if m.status == "running" and on_epoch is not None and on_epoch(m) == "pruned":
+                m.status = "pruned"
+            if m.status != "running":
+                population.remove(m)

@@ -1,0 +1,178 @@
+"""Population training: members equal the one-model path, leave and refill, and sweeps keep their guarantees."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import all_runs, load_study, sweep_args
+
+from sweeper import config
+from sweeper.__main__ import main
+from sweeper.population import Population, new_member, train_until_done, vectorizable
+from sweeper.trial import data_order_seed, prepare, run_trial
+
+BASE = ["data=digits", "trainer.max_epochs=3", "trainer.accelerator=cpu"]
+CASES = {
+    "none": [],
+    "l1": ["regularizer=l1", "regularizer.l1=1e-4"],
+    "proximal_l1": ["regularizer=l1", "regularizer.l1=1e-3", "regularizer.proximal=true"],
+    "l2": ["regularizer=l2", "regularizer.l2=1e-3"],
+    "weight_decay": ["regularizer=weight_decay", "regularizer.weight_decay=0.05"],
+    "elastic_net": ["regularizer=elastic_net"],
+    "early_stopping": ["regularizer=early_stopping", "regularizer.patience=1", "regularizer.monitor=val_acc", "trainer.max_epochs=8"],
+    "other_lr_and_seed": ["optim.lr=0.003", "seed=5"],
+    "diverges": ["regularizer=l2", "regularizer.l2=1e38", "seed=2"],  # an infinite loss at once: fails alone, the others go on
+}
+
+
+def _population(cfgs: dict) -> tuple[Population, dict]:
+    prepared = {k: prepare(c) for k, c in cfgs.items()}
+    splits = next(iter(prepared.values())).splits
+    pop = Population(splits, int(next(iter(cfgs.values())).data.batch_size), "relu")
+    members = {}
+    for k, cfg in cfgs.items():
+        members[k] = new_member(
+            k, cfg, prepared[k].regularizers, splits.input_shape, splits.n_classes, cfg.trainer.max_epochs, data_order_seed(cfg)
+        )
+        pop.add(members[k])
+    return pop, members
+
+
+@pytest.mark.slow
+def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone():
+    cfgs = {k: config.load(BASE + v) for k, v in CASES.items()}
+    pop, members = _population(cfgs)
+    train_until_done(pop)
+    for key, cfg in cfgs.items():
+        single = run_trial(cfg, None, evaluate_test=False)
+        m = members[key]
+        if key == "diverges":
+            assert single.status == "failed" and m.status == "failed", (single.status, m.status)
+            assert "non-finite" in m.reason and "non-finite" in single.reason
+            continue
+        # same initial weights and batches: per-epoch losses and accuracies agree to float rounding
+        assert len(m.history) == len(single.history), key
+        for mine, theirs in zip(m.history, single.history):
+            for name, value in theirs.items():
+                assert mine[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (key, name)
+        if key == "early_stopping":  # stopped by patience before its 8 epochs, like Lightning's callback
+            assert m.stopped_early and len(m.history) < 8
+        # the member's final model is the one-model path's final model (best epoch restored for early stopping)
+        model = pop.model_of(m)
+        for p, q in zip(model.parameters(), single.model.parameters()):
+            assert torch.allclose(p, q, rtol=1e-3, atol=1e-5), key
+
+
+@pytest.mark.slow
+def test_dropout_members_match_the_one_model_distribution_over_seeds():
+    """Masks are drawn differently in a population, so single runs differ; what must agree is the distribution of
+    results over seeds. With 8 seeds per side, a two-sample t-test on final validation accuracy must not reject at
+    1% (a wrong dropout scale or a mask shared across members shifts the mean by several points and fails)."""
+    from scipy import stats
+
+    seeds = range(8)
+    cfgs = {s: config.load([*BASE, "regularizer=dropout", "regularizer.p=0.4", f"seed={s}"]) for s in seeds}
+    pop, members = _population(cfgs)
+    train_until_done(pop)
+    ours = [members[s].history[-1]["val_acc"] for s in seeds]
+    theirs = [run_trial(cfgs[s], None, evaluate_test=False).history[-1]["val_acc"] for s in seeds]
+    assert stats.ttest_ind(ours, theirs).pvalue > 0.01, (ours, theirs)
+    plain, plain_members = _population({s: config.load([*BASE, f"seed={s}"]) for s in seeds})
+    train_until_done(plain)
+    assert ours != [plain_members[s].history[-1]["val_acc"] for s in seeds]  # dropout really is on in the population
+
+
+@pytest.mark.slow
+def test_members_leave_when_done_and_new_ones_join_between_epochs():
+    cfgs = {e: config.load([*BASE, f"trainer.max_epochs={e}", f"seed={e}"]) for e in (1, 3)}
+    pop, members = _population(cfgs)
+    pop.train_epoch()
+    assert members[1].status == "completed" and members[3].status == "running"
+    pop.remove(members[1])
+    late_cfg = config.load([*BASE, "trainer.max_epochs=2", "seed=9"])
+    p = prepare(late_cfg)
+    late = new_member("late", late_cfg, p.regularizers, p.splits.input_shape, p.splits.n_classes, 2, 9)
+    pop.add(late)
+    train_until_done(pop)
+    assert len(members[3].history) == 3 and len(late.history) == 2
+    single = run_trial(late_cfg, None, evaluate_test=False)  # joining late changes nothing for the member
+    assert late.history[-1]["val_loss"] == pytest.approx(single.history[-1]["val_loss"], rel=1e-4)
+
+
+def test_what_cannot_be_vectorized_says_why():
+    bn = config.load(["regularizer=batchnorm"])
+    assert "batch norm" in vectorizable(bn, prepare(bn).regularizers)
+    sgd = config.load(["optim.name=sgd"])
+    assert "sgd" in vectorizable(sgd, [])
+    assert vectorizable(config.load(["regularizer=dropout"]), prepare(config.load(["regularizer=dropout"])).regularizers) is None
+
+
+def _check_study(sweep_dir, name: str, n: int):
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", name)
+    replaced = {k for t in study.trials for k in t.system_attrs.get("retry_history", [])}
+    live = [t for t in study.trials if t.number not in replaced]
+    assert len(live) == n and all(t.state.name in ("COMPLETE", "PRUNED") for t in live), [t.state for t in live]
+    runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    trial_runs = {r.info.run_id: r for r in runs if r.data.tags.get("role") == "trial"}
+    for t in live:  # trial <-> run 1:1, the run in the state the trial ended in
+        run = trial_runs[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_number"] == str(t.number)
+        assert run.data.tags["state"] == ("completed" if t.state.name == "COMPLETE" else "pruned")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return live, trial_runs
+
+
+@pytest.mark.slow
+def test_population_sweep_prunes_refills_and_logs_every_member(sweep_dir, capsys):
+    args = sweep_args("dropout", "sweep.n_trials=8", "sweep.population=4", "trainer.max_epochs=4", "sweep.replicates=0")
+    args += ["sweep.pruner.name=median", "sweep.pruner.n_startup_trials=1", "sweep.pruner.n_warmup_steps=1"]
+    assert main(args) == 0
+    live, runs = _check_study(sweep_dir, "dropout", 8)
+    completed = [t for t in live if t.state.name == "COMPLETE"]
+    assert completed and all(runs[t.user_attrs["mlflow_run_id"]].data.metrics["population_size"] >= 1 for t in completed)
+    sizes = {runs[t.user_attrs["mlflow_run_id"]].data.metrics["population_size"] for t in completed}
+    assert max(sizes) > 1  # members really trained together
+    assert live[0].user_attrs["baseline"] and live[0].state.name == "COMPLETE"
+    for t in live:  # the pruner saw every member's epochs
+        assert len(t.intermediate_values) == t.user_attrs["epochs_trained"]
+
+
+@pytest.mark.slow
+def test_population_sweep_with_batchnorm_trials_runs_them_alone_with_a_notice(sweep_dir, capsys):
+    args = sweep_args("compare", "sweep.techniques=[batchnorm,l2]", "sweep.trials_per_technique=1", "sweep.population=3")
+    assert main([*args, "sweep.replicates=0", "sweep.timing_repeats=0"]) == 0
+    assert "batch norm is not vectorized" in capsys.readouterr().err
+    _check_study(sweep_dir, "compare", 3)
+
+
+@pytest.mark.slow
+def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(sweep_dir):
+    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
+    args.append("sweep.pruner.name=none")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until members are training
+        time.sleep(0.5)
+        try:
+            running = [t for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"]
+        except Exception:
+            continue
+        if len(running) >= 2 and all("mlflow_run_id" in t.user_attrs for t in running):
+            break
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("role") == "trial"]
+    resumed = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    _check_study(sweep_dir, "dropout", 5)  # the interrupted members were retried: still exactly 5 finished slots
