@@ -1,0 +1,157 @@
+"""Population training vs one model at a time, measured side by side in one run.
+
+1. Core: K dropout configurations of the seed MLP on mnist5k, trained by the population engine vs one after
+   another by the one-model path (``trial.run_trial``, no tracking), same epochs.
+2. The dropout question as a whole command, from process start (20 trials, <= 10 epochs, mnist5k split
+   3000/1000/1000, TPE seed 0, median pruner, MLflow on, no replication): a plain PyTorch loop over the
+   same configurations (the floor: each trained for the epochs its trial trained), ``sweep.population=1``
+   and ``sweep.population=K``; trials/min, wall time, startup (process start to the first trial taken),
+   and the best validation accuracy.
+
+    python benchmarks/bench_population.py [--k 16] [--population 8] [--sampler-seeds 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SWEEP = [
+    "+sweep=dropout",
+    "sweep.n_trials=20",
+    "trainer.max_epochs=10",
+    "data.split.train=0.6",
+    "data.split.val=0.2",
+    "data.split.test=0.2",
+    "sweep.pruner.name=median",
+    "sweep.replicates=0",
+    "sweep.timing_repeats=0",
+    "trainer.accelerator=cpu",
+]
+
+
+def core(k: int, epochs: int) -> None:
+    import torch
+
+    from sweeper import config, runtime
+    from sweeper.population import Population, new_member, train_until_done
+    from sweeper.trial import data_order_seed, prepare, run_trial
+
+    runtime.setup()
+    base = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "regularizer=dropout"]
+    cfgs = [config.load([*base, f"regularizer.p={0.05 + 0.5 * i / k}", f"seed={i}"]) for i in range(k)]
+    prepared = [prepare(c) for c in cfgs]
+    t0 = time.perf_counter()
+    for c, p in zip(cfgs, prepared):
+        run_trial(c, None, prepared=p, evaluate_test=False)
+    single = time.perf_counter() - t0
+    s = prepared[0].splits
+    t0 = time.perf_counter()
+    pop = Population(s, 32, "relu")
+    for c, p in zip(cfgs, prepared):
+        pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(c)))
+    train_until_done(pop)
+    together = time.perf_counter() - t0
+    print(
+        f"[core] {k} members x {epochs} epochs, mnist5k, {torch.get_num_threads()} threads: one at a time {single:.1f} s, "
+        f"population {together:.1f} s: {single / together:.2f}x"
+    )
+
+
+def sweep(population: int, sampler_seed: int, folder: Path) -> dict:
+    import optuna
+
+    name = f"bench_p{population}_s{sampler_seed}"
+    args = [*SWEEP, f"sweep.population={population}", f"sweep.sampler.seed={sampler_seed}", f"sweep.study_name={name}"]
+    start = time.time()
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=folder, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        raise SystemExit(proc.stderr[-3000:])
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'mlruns' / 'optuna.db'}")
+    trials = study.get_trials(deepcopy=False)
+    first = min(t.datetime_start.timestamp() for t in trials if t.datetime_start)
+    done = [t for t in trials if t.state.is_finished()]
+    span = max(t.datetime_complete.timestamp() for t in done) - first
+    best = max(t.value for t in done if t.value is not None)
+    return {"wall": wall, "startup": first - start, "rate": len(done) / span * 60, "best": best, "trials": trials}
+
+
+def plain_loop(trials) -> float:
+    """The floor: the same configurations trained by a bare PyTorch loop, no tracking, no framework."""
+    import torch
+    import torch.nn.functional as F
+
+    from sweeper import config
+    from sweeper.data import load_splits
+
+    cfg = config.load([a for a in SWEEP if not a.startswith(("+sweep", "sweep."))])
+    s = load_splits(cfg.data)
+    x, y = s.x_train.flatten(1), s.y_train
+    xv, yv = s.x_val.flatten(1), s.y_val
+    t0 = time.perf_counter()
+    for t in trials:
+        torch.manual_seed(t.number)
+        p = float(t.params.get("regularizer.p", 0.0))
+        layers: list[torch.nn.Module] = []
+        for a, b in ((784, 64), (64, 32)):
+            layers += [torch.nn.Linear(a, b), torch.nn.ReLU()] + ([torch.nn.Dropout(p)] if p else [])
+        model = torch.nn.Sequential(*layers, torch.nn.Linear(32, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(t.number)
+        for _ in range(int(t.user_attrs.get("epochs_trained", 10))):
+            model.train()
+            perm = torch.randperm(len(y), generator=g)
+            for i in range(0, len(y), 32):
+                idx = perm[i : i + 32]
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                F.cross_entropy(model(xv), yv)
+                (model(x).argmax(1) == y).float().mean()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--k", type=int, default=16, help="members in the core comparison")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--population", type=int, default=8, help="sweep.population of the whole-command comparison")
+    parser.add_argument("--sampler-seeds", type=int, default=1)
+    parser.add_argument("--skip-core", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_core:
+        core(args.k, args.epochs)
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-population-"))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    results: dict[int, list[dict]] = {1: [], args.population: []}
+    for seed in range(args.sampler_seeds):
+        for k in results:
+            results[k].append(sweep(k, seed, folder))
+    floor = plain_loop(results[1][0]["trials"])
+    med = lambda k, key: statistics.median(r[key] for r in results[k])
+    print(f"[sweep] the dropout question (20 trials, <= 10 epochs, 3000/1000/1000, median pruner), {args.sampler_seeds} sampler seed(s):")
+    print(f"[sweep]   plain PyTorch loop over the same configurations (floor): {floor:.1f} s")
+    for k in results:
+        print(
+            f"[sweep]   sweep.population={k}: command {med(k, 'wall'):.1f} s ({med(k, 'wall') / floor:.2f}x the floor), "
+            f"startup {med(k, 'startup'):.1f} s, {med(k, 'rate'):.1f} trials/min, best val_acc "
+            + ", ".join(f"{r['best']:.4f}" for r in results[k])
+        )
+    p = args.population
+    rate, wall = med(p, "rate") / med(1, "rate"), med(1, "wall") / med(p, "wall")
+    print(f"[sweep]   population={p} vs 1: {rate:.2f}x trials/min, {wall:.2f}x command time")
+
+
+if __name__ == "__main__":
+    main()
