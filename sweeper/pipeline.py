@@ -51,7 +51,12 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     worker_argv = [a for a in argv if not a.startswith("workers=")]
     try:
         with Progress(study, config_mod.n_trials(cfg.sweep)), tracker.system_metrics(parent, cfg.tracking.system_metrics_interval):
-            run_workers(cfg, worker_argv, ctx, study, parent, worker_class(cfg))
+            if cfg.launcher.name == "slurm":  # a job array of workers on the cluster; this process waits
+                from .launchers import run_slurm
+
+                run_slurm(cfg, worker_argv, worker_class(cfg))
+            else:
+                run_workers(cfg, worker_argv, ctx, study, parent, worker_class(cfg))
     except KeyboardInterrupt:
         tracker.end_run(parent, "KILLED")
         print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)

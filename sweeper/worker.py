@@ -387,11 +387,6 @@ def run_workers(
 ) -> None:
     """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
     Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
-    if cfg.launcher.name == "slurm":
-        from .launchers import run_slurm
-
-        run_slurm(cfg, argv, worker_cls)
-        return
     plan = plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
     worker_cls = worker_cls or Worker
     if len(plan) == 1 and plan[0] in (None, "0"):
