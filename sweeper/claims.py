@@ -86,3 +86,49 @@ def run_slots(
                 study.tell(trial, value)
         except optuna.exceptions.UpdateFinishedTrialError:  # stalled past the grace period: retried elsewhere
             print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)
+
+
+def run_slot_batches(
+    studies: list[optuna.Study],
+    storage: RDBStorage,
+    batch_job: Callable[[list[tuple[dict[str, Any], optuna.Trial]]], list[float | None]],
+    size: int,
+    heartbeat_interval: float,
+    max_retry: int,
+) -> int:
+    """``run_slots`` for jobs that run together (a population): pop up to ``size`` slots, run them as one batch
+    (each slot keeps its own heartbeat), tell each; until none is waiting or running. Returns how many ran here."""
+    from .worker import Heartbeat, requeue
+
+    optuna_compat.check()
+    ran = 0
+    while True:
+        batch: list[tuple[optuna.Study, optuna.Trial, int]] = []
+        for study in studies:
+            fail_stale_trials(study)
+            while len(batch) < size and (popped := optuna_compat.pop_waiting_trial(study, storage)) is not None:
+                batch.append((study, *popped))
+        if not batch:
+            if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
+                return ran
+            time.sleep(max(1.0, heartbeat_interval / 2))
+            continue
+        beats = [Heartbeat(storage, trial_id, heartbeat_interval).__enter__() for _, _, trial_id in batch]
+        try:
+            values = batch_job([(dict(trial.user_attrs), trial) for _, trial, _ in batch])
+        except KeyboardInterrupt:
+            for study, trial, _ in batch:
+                requeue(study, trial, max_retry)
+            raise
+        finally:
+            for beat in beats:
+                beat.__exit__()
+        ran += len(batch)
+        for (study, trial, _), value in zip(batch, values):
+            try:
+                if value is None:
+                    study.tell(trial, state=TrialState.FAIL)
+                else:
+                    study.tell(trial, value)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)

@@ -9,6 +9,7 @@ raising a one-line ``ConfigError`` (field, value, what is allowed) before anythi
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass, field
@@ -275,6 +276,34 @@ def load(argv: list[str]) -> DictConfig:
             validate_sweep(cfg)
     except ConfigError as exc:
         raise _naming_team_file(exc, cfg, overrides, layers) from None
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+_COMPOSED: dict[tuple, DictConfig] = {}
+
+
+def load_with(base: list[str], overrides: list[str]) -> DictConfig:
+    """``load(base + overrides)`` for the many configs of one sweep (trials, replicates, timing probes): the sweep's
+    own command line is composed by Hydra once per process, and each trial's ``key=value`` overrides are merged into
+    a copy the way Hydra merges them (``OmegaConf.update``), then validated. A config-group choice, a ``+``/``~``
+    override or anything that does not merge cleanly takes the full ``load`` (with its one-line errors)."""
+    simple = all(not o.startswith(("+", "~")) and o.split("=", 1)[0] not in GROUPS and "=" in o for o in overrides)
+    if not simple:
+        return load(base + overrides)
+    key = (tuple(base), tuple(str(p) for p in conf_layers.overlays(conf_layers.split_argv(list(base))[1])))
+    try:
+        if key not in _COMPOSED:
+            _COMPOSED[key] = load(list(base))
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        cfg = copy.deepcopy(_COMPOSED[key])
+        OmegaConf.set_readonly(cfg, False)
+        for ov in OverridesParser.create().parse_overrides(list(overrides)):
+            OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=True)
+        validate(cfg)
+    except Exception:  # let the full composition say what is wrong
+        return load(base + overrides)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 

@@ -30,7 +30,7 @@ def _prepared(argv: list[str], epochs: int = 1) -> Any:
     """A configuration composed, validated and with its data loaded: once per configuration, not per repeat."""
     from .trial import prepare
 
-    return prepare(config_mod.load(argv + [f"trainer.max_epochs={epochs}"]))
+    return prepare(config_mod.load_with(argv, [f"trainer.max_epochs={epochs}"]))
 
 
 def _probe(prepared: Any) -> tuple[float, float]:

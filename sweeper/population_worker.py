@@ -15,6 +15,7 @@ near-duplicates.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -32,7 +33,7 @@ from . import optuna_compat
 from .errors import ConfigError, StoreUnavailable
 from .population import Member, Population, new_member, population_key, vectorizable
 from .study import slots
-from .worker import Heartbeat, Worker, requeue, run_name, suggest
+from .worker import Heartbeat, Worker, requeue, run_name, sigint_deferred, suggest
 
 
 @dataclass
@@ -85,44 +86,57 @@ class PopulationWorker(Worker):
 
     # --- joining ---------------------------------------------------------------------------------------
     def _refill(self) -> None:
-        """Pop waiting trials until the worker holds K members (a trial that must run alone runs now)."""
+        """Pop waiting trials until the worker holds K members (a trial that must run alone runs now). Popping and
+        joining finish before a Ctrl-C is raised, so every popped trial is a member (re-queued by ``run``), told,
+        or re-queued here."""
         while len(self.members()) < self.size:
-            fail_stale_trials(self.study)
-            popped = optuna_compat.pop_waiting_trial(self.study, self.ctx.storage)
-            if popped is None:
-                return
-            self._join(*popped)
+            alone = None
+            try:
+                with sigint_deferred():
+                    fail_stale_trials(self.study)
+                    popped = optuna_compat.pop_waiting_trial(self.study, self.ctx.storage)
+                    if popped is None:
+                        return
+                    alone = self._join(*popped)
+            except KeyboardInterrupt:
+                if alone is not None:
+                    requeue(self.study, alone[0], int(self.cfg.sweep.max_retry), "interrupted (Ctrl-C); re-queued for the next run")
+                raise
+            if alone is not None:
+                self.run_one(*alone)  # the one-model path, with its own heartbeat and Ctrl-C handling
 
-    def _join(self, trial: optuna.Trial, trial_id: int) -> None:
+    def _join(self, trial: optuna.Trial, trial_id: int) -> tuple[optuna.Trial, int] | None:
+        """Make the trial a member; returns it instead when it must train alone."""
         heartbeat = Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval).__enter__()
         try:
-            self._join_owned(trial, trial_id, heartbeat)
-        except BaseException:
+            return self._join_owned(trial, trial_id, heartbeat)
+        except BaseException as exc:  # a lost store while joining: the trial goes back to the queue if it can
             heartbeat.__exit__()
+            with contextlib.suppress(Exception):
+                requeue(self.study, trial, int(self.cfg.sweep.max_retry), f"{type(exc).__name__} while joining; re-queued")
             raise
 
-    def _join_owned(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:
+    def _join_owned(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> tuple[optuna.Trial, int] | None:
         from .trial import data_order_seed, open_run, prepare
 
         baseline = bool(trial.user_attrs.get("baseline"))
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         try:
             overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
-            cfg = config_mod.load(self.argv + overrides)
+            cfg = config_mod.load_with(self.argv, overrides)
             prepared = prepare(cfg)
         except ConfigError as exc:
             heartbeat.__exit__()
             trial.set_user_attr("fail_reason", str(exc))
             self.study.tell(trial, state=TrialState.FAIL)
-            return
+            return None
         why = vectorizable(cfg, prepared.regularizers)
         if why is not None:
             heartbeat.__exit__()
             if why not in self.noticed:
                 self.noticed.add(why)
                 print(f"note: {why}; such trials train one at a time (sweep.population applies to the rest)", file=sys.stderr)
-            self.run_one(trial, trial_id)  # suggesting again returns the same values
-            return
+            return trial, trial_id  # run alone by the caller; suggesting again returns the same values
         trial.set_user_attr("technique", prepared.technique)
         trial.set_user_attr("overrides", overrides)
         splits = prepared.splits
@@ -153,6 +167,7 @@ class PopulationWorker(Worker):
         if key not in self.populations:
             self.populations[key] = Population(splits, int(cfg.data.batch_size), cfg.model.activation, _device(cfg))
         self.populations[key].add(member)
+        return None
 
     # --- one epoch of one population ---------------------------------------------------------------------
     def _epoch(self, pop: Population) -> None:
@@ -168,8 +183,9 @@ class PopulationWorker(Worker):
                 if not slot.baseline and slot.trial.should_prune():  # the baseline reports but is never pruned
                     m.status, m.reason = "pruned", f"Trial was pruned at epoch {m.epoch - 1}."
             if m.status != "running":
-                pop.remove(m)
-                self._leave(pop, m)
+                with sigint_deferred():  # the run is closed and the trial told, or neither
+                    pop.remove(m)
+                    self._leave(pop, m)
 
     def _buffer(self, slot: Slot, m: Member) -> None:
         ts = int(time.time() * 1000)

@@ -22,10 +22,12 @@ of each configuration also logs its model (``mlflow.pytorch.log_model`` with sig
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from mlflow.entities import Metric
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -110,7 +112,7 @@ def _run(
     parent: str,
     storage: RDBStorage,
 ) -> int:
-    from .claims import digest, open_slots, run_slots
+    from .claims import digest, open_slots, run_slot_batches, run_slots
     from .trial import prepare, run_trial
 
     done = done_replicates(tracker, parent)
@@ -126,7 +128,7 @@ def _run(
         cand, seed = by_key[item["key"]], int(item["seed"])
         counter.append(seed)
         print(f"replicate {len(counter)}/{total}: {cand.key} seed={seed}", file=sys.stderr)
-        rep_cfg = config_mod.load(argv + cand.overrides + [f"seed={seed}"])
+        rep_cfg = config_mod.load_with(argv, [*cand.overrides, f"seed={seed}"])
         prepared = prepare(rep_cfg)
 
         def log_model(run_id: str, model: Any, splits: Any) -> None:  # the first seed of each configuration keeps its model
@@ -154,4 +156,93 @@ def _run(
         )
         return float(result.metrics["test_acc"]) if result.status == "completed" else None
 
-    return run_slots(studies, storage, job, float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry))
+    def tags(cand: Candidate, seed: int) -> dict[str, Any]:
+        return {
+            "role": "replicate",
+            "study": study.study_name,
+            "replicate_of": cand.key,
+            "seed": seed,
+            "look": look,
+            "overrides": " ".join(cand.overrides),
+            "source_trial": "" if cand.source_trial is None else cand.source_trial,
+        }
+
+    hb, retries = float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry)
+    if int(cfg.sweep.population) > 1:  # the seeds of a configuration (and others that share its shapes) train together
+        batch = _population_job(job, by_key, argv, tracker, parent, study.study_name, first, tags)
+        return run_slot_batches(studies, storage, batch, int(cfg.sweep.population), hb, retries)
+    return run_slots(studies, storage, job, hb, retries)
+
+
+def _population_job(job, by_key: dict[str, Candidate], argv: list[str], tracker: Tracker, parent: str, name: str, first: int, tags):
+    """A batch of replicate slots trained as populations; what cannot be vectorized runs through ``job`` alone."""
+
+    def batch(items: list[tuple[dict[str, Any], optuna.Trial]]) -> list[float | None]:
+        from .population import Population, new_member, population_key, train_until_done, vectorizable
+        from .trial import data_order_seed, open_run, prepare
+
+        results: list[float | None] = [None] * len(items)
+        pops: dict[tuple, Population] = {}
+        opened: list[_Opened] = []
+        try:
+            for i, (item, claim) in enumerate(items):
+                cand, seed = by_key[item["key"]], int(item["seed"])
+                cfg = config_mod.load_with(argv, [*cand.overrides, f"seed={seed}"])
+                prepared = prepare(cfg)
+                if vectorizable(cfg, prepared.regularizers) is not None:
+                    results[i] = job(item, claim)
+                    continue
+                print(f"replicate {cand.key} seed={seed} (population)", file=sys.stderr)
+                s = prepared.splits
+                epochs = config_mod.max_epochs(cfg)
+                member = new_member(i, cfg, prepared.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(cfg))
+                run_id = open_run(tracker, cfg, prepared, f"{name}-{cand.key}-seed{seed}", parent, tags(cand, seed))
+                claim.set_user_attr("mlflow_run_id", run_id)
+                pop = pops.setdefault(population_key(cfg), Population(s, int(cfg.data.batch_size), cfg.model.activation))
+                pop.add(member)
+                opened.append(_Opened(i, member, pop, run_id, seed == first))
+            for o in opened:
+                o.size = sum(x.population is o.population for x in opened)
+            for pop in pops.values():
+                train_until_done(pop)
+            while opened:
+                results[opened[0].index] = _close(tracker, opened[0])
+                opened.pop(0)
+        except KeyboardInterrupt:
+            for o in opened:
+                tracker.end_run(o.run_id, "KILLED")
+            raise
+        return results
+
+    return batch
+
+
+@dataclass
+class _Opened:
+    index: int
+    member: Any
+    population: Any
+    run_id: str
+    keep_model: bool
+    size: int = 1  # members trained together
+
+
+def _close(tracker: Tracker, o: _Opened) -> float | None:
+    """A trained replicate member's run, as the one-model path leaves it: epoch curves, final metrics, model."""
+    from .trial import EPOCH_METRICS, close_run, final_metrics
+
+    m, pop = o.member, o.population
+    ts = int(time.time() * 1000)
+    curves = [Metric(k, float(v), ts, epoch) for epoch, h in enumerate(m.history) for k, v in h.items() if k in EPOCH_METRICS]
+    if curves:
+        tracker.log_metric_items(o.run_id, curves)
+    if m.status not in ("completed", "stopped"):
+        close_run(tracker, o.run_id, "failed", "FAILED", m.reason, {"epochs_trained": len(m.history)}, len(m.history))
+        return None
+    model = pop.model_of(m)
+    metrics = final_metrics(model, pop.splits, pop.device, m.history, m.stopped_early, m.best_epoch, sum(m.epoch_seconds), True)
+    metrics["population_size"] = float(o.size)
+    if o.keep_model:  # the first seed of each configuration keeps its model
+        tracker.set_tags(o.run_id, {"model_uri": tracker.log_model(o.run_id, model, pop.splits.x_test[:2])})
+    close_run(tracker, o.run_id, "completed", "FINISHED", None, metrics, len(m.history))
+    return float(metrics["test_acc"])

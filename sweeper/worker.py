@@ -9,6 +9,7 @@ trial FAIL (its MLflow run KILLED) and re-queues it for the next run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +102,23 @@ def study_context(cfg: DictConfig) -> StudyContext:
         url, int(cfg.sweep.heartbeat_interval), int(cfg.sweep.grace_period), StaleTrialHandler(tracker, int(cfg.sweep.max_retry))
     )
     return StudyContext(space, url, tracker, storage)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block is held until it ends, then raised: bookkeeping that must not be cut in half (pop a
+    trial and record its run; close a run and tell its trial) finishes first. Main thread only (signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 class Heartbeat:
@@ -247,7 +266,7 @@ class Worker:
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         try:
             overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
-            trial_cfg = config_mod.load(self.argv + overrides)
+            trial_cfg = config_mod.load_with(self.argv, overrides)
             prepared = prepare(trial_cfg)
         except ConfigError as exc:
             trial.set_user_attr("fail_reason", str(exc))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from omegaconf import OmegaConf
 
 from sweeper import config
+from sweeper.errors import ConfigError
 
 OPTIONS = [(group, option) for group in config.GROUPS if group != "sweep" for option in config.available(group)]
 
@@ -51,3 +55,26 @@ def test_replicate_seeds_default_to_seed_plus_1000_and_cover_replicates_max():
     assert config.replicate_seeds(cfg) == list(range(1003, 1011)) and config.replicate_seeds(cfg, 5) == list(range(1003, 1008))
     assert config.looks(cfg.sweep) == 2 and config.looks(config.load(["+sweep=dropout"]).sweep) == 1
     assert config.load(["+sweep=dropout", "sweep.references=null"]).sweep.references is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["regularizer.p=0.06142"],
+        ["seed=5", "optim.lr=0.003"],
+        ["regularizer=l1", "regularizer.l1=1e-4"],  # a group choice: full composition
+        ["data.train_fraction=0.25", "trainer.max_epochs=3"],
+        ["regularizer.p=2.0"],  # invalid: the same one-line error as load()
+        ["regularizer.nope=1"],  # unknown key: the same error as load()
+    ],
+)
+def test_load_with_equals_a_full_load(overrides):
+    base = ["+sweep=dropout", "data=digits", "trainer.max_epochs=2"]
+    try:
+        expected = OmegaConf.to_container(config.load(base + overrides))
+    except ConfigError as exc:
+        with pytest.raises(ConfigError, match=re.escape(str(exc))):
+            config.load_with(base, overrides)
+        return
+    assert OmegaConf.to_container(config.load_with(base, overrides)) == expected
+    assert OmegaConf.is_readonly(config.load_with(base, overrides))

@@ -176,3 +176,22 @@ def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(
     resumed = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check_study(sweep_dir, "dropout", 5)  # the interrupted members were retried: still exactly 5 finished slots
+
+
+@pytest.mark.slow
+def test_replication_trains_the_seeds_as_a_population_and_matches_the_one_model_path(sweep_dir):
+    args = sweep_args("l2", "sweep.n_trials=2", "sweep.population=4", "sweep.replicates=2", "sweep.timing_repeats=0")
+    assert main(args) == 0
+    runs = [r for r in all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}") if r.data.tags.get("role") == "replicate"]
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)  # baseline and l2, 2 seeds each
+    assert {r.data.metrics["population_size"] for r in runs} == {4.0}  # all four trained together
+    assert sum("model_uri" in r.data.tags for r in runs) == 2  # the first seed of each configuration keeps its model
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    for r in runs:  # each replicate's curve is the one-model path's for that configuration and seed
+        overrides = r.data.tags["overrides"].split() + [f"seed={r.data.tags['seed']}"]
+        single = run_trial(config.load([*args, *overrides]), None, evaluate_test=True)
+        curve = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_loss"), key=lambda m: m.step)]
+        assert curve == pytest.approx([h["val_loss"] for h in single.history], rel=1e-4)
+        assert abs(r.data.metrics["test_acc"] - single.metrics["test_acc"]) <= 1 / 300  # at most one test example flips
