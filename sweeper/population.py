@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from .models import ACTIVATIONS, build_model
+from .regularizers import model_options
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
 
@@ -109,10 +110,7 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     import lightning.pytorch as pl
 
     pl.seed_everything(int(cfg.seed), verbose=False)
-    options: dict[str, Any] = {}
-    for r in regularizers:
-        options.update(r.model_options())
-    model = build_model(cfg.model, input_shape, n_classes, **options)
+    model = build_model(cfg.model, input_shape, n_classes, **model_options(regularizers))
     params = [p.detach().clone() for p in model.parameters()]  # Linear weight, bias, in layer order
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}
     names = {r.name for r in regularizers}
@@ -323,9 +321,7 @@ class Population:
     # --- a member's final model ---------------------------------------------------------------------
     def model_of(self, m: Member) -> torch.nn.Module:
         """The member as a plain model (the one-model path's class), best early-stopping weights restored."""
-        options: dict[str, Any] = {}
-        for r in m.regularizers:
-            options.update(r.model_options())
+        options = model_options(m.regularizers)
         model = build_model(m.cfg.model, self.splits.input_shape, self.splits.n_classes, **options).to(self.device)
         src = m.best_params if m.best_params is not None else m.params
         with torch.no_grad():

@@ -16,7 +16,6 @@ near-duplicates.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -43,7 +42,6 @@ class Slot:
     trial: optuna.Trial
     trial_id: int
     heartbeat: Heartbeat
-    prepared: Any
     baseline: bool
     run_id: str | None = None
     buffer: list | None = None
@@ -143,24 +141,15 @@ class PopulationWorker(Worker):
         member = new_member(
             None, cfg, prepared.regularizers, splits.input_shape, splits.n_classes, config_mod.max_epochs(cfg), data_order_seed(cfg)
         )
-        slot = Slot(trial, trial_id, heartbeat, prepared, baseline, buffer=[], last_flush=time.monotonic())
+        slot = Slot(trial, trial_id, heartbeat, baseline, buffer=[], last_flush=time.monotonic())
         member.handle = slot
-        axis = self.cfg.sweep.axis
         slot.run_id = open_run(
             self.tracker,
             cfg,
             prepared,
             run_name(trial.number, prepared.technique, trial.params, baseline),
             self.parent,
-            {
-                "study": self.study.study_name,
-                "trial_number": trial.number,
-                "role": "trial",
-                "baseline": baseline,
-                "optuna_trial_id": trial_id,
-                "searched": json.dumps(trial.params),
-                **({"axis_value": trial.params.get(axis)} if axis else {}),
-            },
+            self.run_tags(trial, trial_id, baseline),
             lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
         )
         key = population_key(cfg)
@@ -214,9 +203,9 @@ class PopulationWorker(Worker):
         if status == "completed" and not slot.heartbeat.owned():
             status, m.reason = "abandoned", ABANDONED
         if status == "completed":
-            evaluate_test = bool(self.cfg.sweep.axis) or set(self.space) == {"seed"}
+            model = pop.model_of(m)
             metrics = final_metrics(
-                pop.model_of(m), pop.splits, pop.device, m.history, m.stopped_early, m.best_epoch, sum(m.epoch_seconds), evaluate_test
+                model, pop.splits, pop.device, m.history, m.stopped_early, m.best_epoch, sum(m.epoch_seconds), self.evaluate_test
             )
             metrics["population_size"] = float(len(pop.members) + 1)
         if status == "abandoned":

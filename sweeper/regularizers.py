@@ -299,6 +299,14 @@ def build(values: dict[str, Any], optim_name: str = "adam") -> list[Regularizer]
     return [cls(merged) for cls in REGISTRY.values() if cls.is_active(merged)]
 
 
+def model_options(active: list[Regularizer]) -> dict[str, Any]:
+    """What the active techniques switch on in the model (dropout rate, batch norm): build_model's options."""
+    options: dict[str, Any] = {}
+    for r in active:
+        options.update(r.model_options())
+    return options
+
+
 def label(active: list[Regularizer]) -> str:
     """A technique label for tags and reports: 'none', 'dropout', 'elastic_net', 'dropout+l2+...'."""
     names = [r.name for r in active]

@@ -144,15 +144,7 @@ def _run(
             evaluate_test=True,
             before_end=log_model if seed == first else None,
             on_run_created=lambda rid: claim.set_user_attr("mlflow_run_id", rid),
-            tags={
-                "role": "replicate",
-                "study": study.study_name,
-                "replicate_of": cand.key,
-                "seed": seed,
-                "look": look,
-                "overrides": " ".join(cand.overrides),
-                "source_trial": "" if cand.source_trial is None else cand.source_trial,
-            },
+            tags=tags(cand, seed),
         )
         return float(result.metrics["test_acc"]) if result.status == "completed" else None
 

@@ -278,9 +278,7 @@ def run_trial(
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
     pl.seed_everything(int(cfg.seed), verbose=False)
-    options: dict[str, Any] = {}
-    for r in prepared.regularizers:
-        options.update(r.model_options())
+    options = regs_mod.model_options(prepared.regularizers)
     model = build_model(cfg.model, prepared.splits.input_shape, prepared.splits.n_classes, **options)
     module = RegularizedModule(model, prepared.regularizers, cfg.optim, cfg.data.batch_size)
     dm = TensorDataModule(prepared.splits, cfg.data.batch_size, cfg.data.eval_batch_size, data_order_seed(cfg))

@@ -312,8 +312,6 @@ class Worker:
     ) -> Any:
         from .trial import EPOCH_METRICS, run_trial
 
-        name, axis = self.study.study_name, self.cfg.sweep.axis
-
         def on_run_created(run_id: str) -> None:
             trial.set_user_attr("mlflow_run_id", run_id)
             if resume is not None:  # one run holds the whole history; it links the attempt it continues
@@ -328,22 +326,31 @@ class Worker:
             run_name=run_name(trial.number, prepared.technique, trial.params, baseline),
             parent_run_id=self.parent,
             callbacks=callbacks,
-            tags={
-                "study": name,
-                "trial_number": trial.number,
-                "role": "trial",
-                "baseline": baseline,
-                "optuna_trial_id": trial_id,
-                "searched": json.dumps(trial.params),
-                **({"axis_value": trial.params.get(axis)} if axis else {}),
-            },
+            tags=self.run_tags(trial, trial_id, baseline),
             on_run_created=on_run_created,
-            # search trials never see the test split; grid sweeps (axis) and seed-only sweeps select nothing
-            # and are scored on it
-            evaluate_test=bool(axis) or set(self.space) == {"seed"},
+            evaluate_test=self.evaluate_test,
             still_owned=heartbeat.owned,
             resume_from=None if resume is None else resume[0],
         )
+
+    def run_tags(self, trial: optuna.Trial, trial_id: int, baseline: bool) -> dict[str, Any]:
+        """The tags of a trial's MLflow run (both worker loops)."""
+        axis = self.cfg.sweep.axis
+        return {
+            "study": self.study.study_name,
+            "trial_number": trial.number,
+            "role": "trial",
+            "baseline": baseline,
+            "optuna_trial_id": trial_id,
+            "searched": json.dumps(trial.params),
+            **({"axis_value": trial.params.get(axis)} if axis else {}),
+        }
+
+    @property
+    def evaluate_test(self) -> bool:
+        """Search trials never see the test split; grid sweeps (axis) and seed-only sweeps select nothing and are
+        scored on it."""
+        return bool(self.cfg.sweep.axis) or set(self.space) == {"seed"}
 
     def _tell(self, trial: optuna.Trial, result: Any) -> None:
         trial.set_user_attr("epochs_trained", len(result.history))
