@@ -64,6 +64,65 @@ def core(k: int, epochs: int) -> None:
     )
 
 
+def scaling(sizes: list[int]) -> None:
+    """Per-member epoch time by population size (the rule behind the default size)."""
+    import torch
+
+    from sweeper import config, runtime
+    from sweeper.population import Population, new_member
+    from sweeper.trial import data_order_seed, prepare
+
+    runtime.setup()
+    base = ["trainer.accelerator=cpu", "regularizer=dropout", "regularizer.p=0.2"]
+    cfg = config.load(base)
+    p = prepare(cfg)
+    s = p.splits
+    line = []
+    for k in sizes:
+        pop = Population(s, 32, "relu")
+        for i in range(k):
+            c = config.load([*base, f"seed={i}"])
+            pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, 100, data_order_seed(c)))
+        pop.train_epoch()  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(2):
+            pop.train_epoch()
+        per_member = (time.perf_counter() - t0) / 2 / k
+        line.append(f"K={k}: {per_member * 1000:.0f} ms")
+    print(f"[scaling] per-member epoch time (mnist5k, {torch.get_num_threads()} threads): " + ", ".join(line))
+
+
+def replication(configs: int, seeds: int, epochs: int) -> None:
+    """Replicates: ``configs`` configurations x ``seeds`` seeds, one at a time vs as one population."""
+    from sweeper import config, runtime
+    from sweeper.population import Population, new_member, train_until_done
+    from sweeper.trial import data_order_seed, prepare, run_trial
+
+    runtime.setup()
+    techniques = [["regularizer=none"], ["regularizer=l2", "regularizer.l2=1e-4"], ["regularizer=dropout", "regularizer.p=0.2"]][:configs]
+    cfgs = [
+        config.load([f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", *t, f"seed={1000 + s}"])
+        for t in techniques
+        for s in range(seeds)
+    ]
+    prepared = [prepare(c) for c in cfgs]
+    t0 = time.perf_counter()
+    for c, p in zip(cfgs, prepared):
+        run_trial(c, None, prepared=p, evaluate_test=True)
+    single = time.perf_counter() - t0
+    s = prepared[0].splits
+    t0 = time.perf_counter()
+    pop = Population(s, 32, "relu")
+    for c, p in zip(cfgs, prepared):
+        pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(c)))
+    train_until_done(pop)
+    together = time.perf_counter() - t0
+    print(
+        f"[replication] {configs} configurations x {seeds} seeds x {epochs} epochs: one at a time {single:.1f} s, "
+        f"one population {together:.1f} s: {single / together:.2f}x"
+    )
+
+
 def sweep(population: int, sampler_seed: int, folder: Path) -> dict:
     import optuna
 
@@ -128,10 +187,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--population", type=int, default=8, help="sweep.population of the whole-command comparison")
     parser.add_argument("--sampler-seeds", type=int, default=1)
-    parser.add_argument("--skip-core", action="store_true")
+    parser.add_argument("--skip-core", action="store_true", help="skip the core, scaling and replication parts")
+    parser.add_argument("--only-core", action="store_true", help="only the core, scaling and replication parts")
     args = parser.parse_args()
     if not args.skip_core:
         core(args.k, args.epochs)
+        scaling([1, 2, 4, 8, 16, 32])
+        replication(3, 10, 5)
+    if args.only_core:
+        return
     folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-population-"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     results: dict[int, list[dict]] = {1: [], args.population: []}
