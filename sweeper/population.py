@@ -177,42 +177,73 @@ class Population:
         t0 = time.perf_counter()
         k = len(members)
         dev = self.device
+        # every member's parameters as one row of a (K, D) buffer, weights first, then biases: the optimizer is
+        # torch's fused Adam kernel (one pass per tensor) over the rows, one call per (lr, weight decay) group
         n_layers = len(members[0].params)
-        P = [torch.stack([m.params[i] for m in members]).requires_grad_(True) for i in range(n_layers)]
-        M = [torch.stack([m.exp_avg[i] for m in members]) for i in range(n_layers)]
-        V = [torch.stack([m.exp_avg_sq[i] for m in members]) for i in range(n_layers)]
-        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev)
+        order_idx = list(range(0, n_layers, 2)) + list(range(1, n_layers, 2))
+        shapes = [members[0].params[i].shape for i in order_idx]
+        sizes = [members[0].params[i].numel() for i in order_idx]
+        n_w = sum(sizes[: len(order_idx[: (n_layers + 1) // 2])])
+        rows = lambda ts: torch.cat([ts[i].reshape(-1) for i in order_idx])
+        flat = torch.stack([rows(m.params) for m in members]).requires_grad_(True)
+        exp_avg = torch.stack([rows(m.exp_avg) for m in members])
+        exp_avg_sq = torch.stack([rows(m.exp_avg_sq) for m in members])
+        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1)
         l1 = col([0.0 if m.proximal else m.l1 for m in members])
         l2 = col([m.l2 for m in members])
         prox = [m.l1 if m.proximal else 0.0 for m in members]
         p_drop = [m.dropout for m in members]
         drop = col(p_drop).view(k, 1, 1) if any(p_drop) else None
         keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
-        lrs = [m.lr for m in members]
-        wds = [m.weight_decay for m in members]
-        decay = col([1.0 - lr * wd for lr, wd in zip(lrs, wds)]).view(k, 1, 1) if any(wds) else None
-        steps = [m.step for m in members]
+        step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i, m in enumerate(members):
+            groups.setdefault((m.lr, m.weight_decay), []).append(i)
+        fd, ma, va = flat.detach(), exp_avg, exp_avg_sq
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
-        weights = P[0::2]
         for start in range(0, n, self.batch_size):
             idx = order[:, start : start + self.batch_size]
             x, y = self.x_train[idx], self.splits.y_train[idx]  # (K, B, F), (K, B)
-            logits = self._forward(P, x, drop, keep_scale)
+            views = dict(zip(order_idx, (t.view(k, *shape) for t, shape in zip(torch.split(flat, sizes, dim=1), shapes))))
+            logits = self._forward([views[i] for i in range(n_layers)], x, drop, keep_scale)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             pen = torch.zeros(k, device=dev)
             if l1.any():
-                pen = pen + l1 * sum(w.abs().sum((1, 2)) for w in weights)
+                pen = pen + l1.view(k) * flat[:, :n_w].abs().sum(1)
             if l2.any():
-                pen = pen + l2 * sum(w.pow(2).sum((1, 2)) for w in weights)
-            grads = torch.autograd.grad((task + pen).sum(), P)
-            steps = [s + 1 for s in steps]
-            self._adam(P, M, V, grads, lrs, steps, decay)
+                pen = pen + l2.view(k) * flat[:, :n_w].pow(2).sum(1)
+            (grad,) = torch.autograd.grad((task + pen).sum(), flat)
+            torch._foreach_add_(step_t, 1)
+            for (lr, wd), ids in groups.items():
+                for part, decay in ((slice(0, n_w), wd), (slice(n_w, None), 0.0)):  # decoupled decay: weights only
+                    fused = torch._fused_adamw_ if decay > 0 else torch._fused_adam_
+                    fused(
+                        [fd[i, part] for i in ids],
+                        [grad[i, part] for i in ids],
+                        [ma[i, part] for i in ids],
+                        [va[i, part] for i in ids],
+                        [],
+                        [step_t[i] for i in ids],
+                        lr=lr,
+                        beta1=BETA1,
+                        beta2=BETA2,
+                        weight_decay=decay,
+                        eps=EPS,
+                        amsgrad=False,
+                        maximize=False,
+                    )
             if any(prox):
-                self._proximal(weights, V[0::2], lrs, steps, prox)
-            b = y.shape[1]
-            sums += torch.stack((task.detach(), pen.detach()), 1) * b
+                with torch.no_grad():
+                    self._proximal(fd[:, :n_w], va[:, :n_w], torch.stack(step_t).view(k, 1), col([m.lr for m in members]), col(prox))
+            sums += torch.stack((task.detach(), pen.detach()), 1) * y.shape[1]
+        split = lambda t: dict(zip(order_idx, (v.view(k, *sh) for v, sh in zip(torch.split(t, sizes, dim=1), shapes))))
+        P_by, M_by, V_by = split(fd), split(exp_avg), split(exp_avg_sq)
+        P = [P_by[i] for i in range(n_layers)]
+        M = [M_by[i] for i in range(n_layers)]
+        V = [V_by[i] for i in range(n_layers)]
+        step_counts = [int(t.item()) for t in step_t]
         train_seconds = time.perf_counter() - t0
         with torch.no_grad():
             val_loss, val_acc = self._evaluate(P, self.x_val, self.splits.y_val)
@@ -222,7 +253,7 @@ class Population:
             m.params = [t[i].detach().clone() for t in P]
             m.exp_avg = [t[i].clone() for t in M]
             m.exp_avg_sq = [t[i].clone() for t in V]
-            m.step = steps[i]
+            m.step = step_counts[i]
             m.epoch_seconds.append(train_seconds / k)
             train_loss, train_penalty = sums_l[i][0] / n, sums_l[i][1] / n
             if not (math.isfinite(train_loss) and math.isfinite(train_penalty)):
@@ -269,36 +300,12 @@ class Population:
         return loss / len(y), correct / len(y)
 
     @staticmethod
-    @torch.no_grad()
-    def _adam(P, M, V, grads, lrs: list[float], steps: list[int], decay) -> None:
-        """torch's single-tensor Adam (and AdamW's decoupled decay on weights), with per-member lr and step count;
-        bias corrections in float64 as torch computes them on the host."""
-        dev = P[0].device
-        k = len(lrs)
-        step_size = torch.tensor([lr / (1 - BETA1**t) for lr, t in zip(lrs, steps)], dtype=torch.float32, device=dev)
-        bc2_sqrt = torch.tensor([(1 - BETA2**t) ** 0.5 for t in steps], dtype=torch.float32, device=dev)
-        for i, (p, m, v, g) in enumerate(zip(P, M, V, grads)):
-            shape = (k,) + (1,) * (p.dim() - 1)
-            if decay is not None and i % 2 == 0:  # decoupled weight decay: weights only, before the update
-                p.mul_(decay.view(shape))
-            m.lerp_(g, 1 - BETA1)
-            v.mul_(BETA2).addcmul_(g, g, value=1 - BETA2)
-            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(EPS)
-            p.sub_(m / denom * step_size.view(shape))
-
-    @staticmethod
-    @torch.no_grad()
-    def _proximal(weights, V, lrs: list[float], steps: list[int], lam: list[float]) -> None:
-        """Soft-threshold by the step Adam took for each weight (``regularizers.L1.after_step``), per member."""
-        dev = weights[0].device
-        k = len(lrs)
-        shape = (k, 1, 1)
-        lr_t = torch.tensor(lrs, dtype=torch.float32, device=dev).view(shape)
-        lam_t = torch.tensor(lam, dtype=torch.float32, device=dev).view(shape)
-        bc2 = torch.tensor([1 - BETA2**t for t in steps], dtype=torch.float32, device=dev).view(shape)
-        for w, v in zip(weights, V):
-            threshold = lr_t / ((v / bc2).sqrt() + EPS) * lam_t
-            w.copy_(torch.sign(w) * torch.clamp(w.abs() - threshold, min=0.0))
+    def _proximal(weights, exp_avg_sq, steps, lr, lam) -> None:
+        """Soft-threshold each weight by the step Adam took for it (``regularizers.L1.after_step``), per member;
+        Adam keeps its step count as a float32 tensor, so the bias correction is float32 here too."""
+        bc2 = 1 - BETA2**steps
+        threshold = lr / ((exp_avg_sq / bc2).sqrt() + EPS) * lam
+        weights.copy_(torch.sign(weights) * torch.clamp(weights.abs() - threshold, min=0.0))
 
     @staticmethod
     def _early_stopping(m: Member, metrics: dict[str, float]) -> None:
