@@ -45,6 +45,7 @@ BAD = [
     (sweep_args("dropout", "launcher=slurm", "workers=4"), "workers: 4", "launcher.workers=N"),
     (["launcher=slurm"], "launcher: 'slurm'", "add +sweep=<name>"),
     (sweep_args("dropout", "launcher=pbs"), "launcher: 'pbs'", "available: local, slurm"),
+    (sweep_args("dropout", "sweep.population=0"), "sweep.population: 0", "integer > 0"),
     (
         sweep_args("dropout", "tracking.system_metrics_interval=0.1"),
         "tracking.system_metrics_interval: 0.1",
