@@ -36,16 +36,11 @@ SWEEP = [
 ]
 
 
-def core(k: int, epochs: int) -> None:
-    import torch
-
-    from sweeper import config, runtime
+def one_at_a_time_vs_population(cfgs: list, epochs: int) -> tuple[float, float]:
+    """Seconds to train these configurations one after another on the one-model path, then as one population."""
     from sweeper.population import Population, new_member, train_until_done
     from sweeper.trial import data_order_seed, prepare, run_trial
 
-    runtime.setup()
-    base = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "regularizer=dropout"]
-    cfgs = [config.load([*base, f"regularizer.p={0.05 + 0.5 * i / k}", f"seed={i}"]) for i in range(k)]
     prepared = [prepare(c) for c in cfgs]
     t0 = time.perf_counter()
     for c, p in zip(cfgs, prepared):
@@ -57,7 +52,18 @@ def core(k: int, epochs: int) -> None:
     for c, p in zip(cfgs, prepared):
         pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(c)))
     train_until_done(pop)
-    together = time.perf_counter() - t0
+    return single, time.perf_counter() - t0
+
+
+def core(k: int, epochs: int) -> None:
+    import torch
+
+    from sweeper import config, runtime
+
+    runtime.setup()
+    base = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "regularizer=dropout"]
+    cfgs = [config.load([*base, f"regularizer.p={0.05 + 0.5 * i / k}", f"seed={i}"]) for i in range(k)]
+    single, together = one_at_a_time_vs_population(cfgs, epochs)
     print(
         f"[core] {k} members x {epochs} epochs, mnist5k, {torch.get_num_threads()} threads: one at a time {single:.1f} s, "
         f"population {together:.1f} s: {single / together:.2f}x"
@@ -95,8 +101,6 @@ def scaling(sizes: list[int]) -> None:
 def replication(configs: int, seeds: int, epochs: int) -> None:
     """Replicates: ``configs`` configurations x ``seeds`` seeds, one at a time vs as one population."""
     from sweeper import config, runtime
-    from sweeper.population import Population, new_member, train_until_done
-    from sweeper.trial import data_order_seed, prepare, run_trial
 
     runtime.setup()
     techniques = [["regularizer=none"], ["regularizer=l2", "regularizer.l2=1e-4"], ["regularizer=dropout", "regularizer.p=0.2"]][:configs]
@@ -105,18 +109,7 @@ def replication(configs: int, seeds: int, epochs: int) -> None:
         for t in techniques
         for s in range(seeds)
     ]
-    prepared = [prepare(c) for c in cfgs]
-    t0 = time.perf_counter()
-    for c, p in zip(cfgs, prepared):
-        run_trial(c, None, prepared=p, evaluate_test=True)
-    single = time.perf_counter() - t0
-    s = prepared[0].splits
-    t0 = time.perf_counter()
-    pop = Population(s, 32, "relu")
-    for c, p in zip(cfgs, prepared):
-        pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(c)))
-    train_until_done(pop)
-    together = time.perf_counter() - t0
+    single, together = one_at_a_time_vs_population(cfgs, epochs)
     print(
         f"[replication] {configs} configurations x {seeds} seeds x {epochs} epochs: one at a time {single:.1f} s, "
         f"one population {together:.1f} s: {single / together:.2f}x"

@@ -16,7 +16,6 @@ near-duplicates.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,10 +28,10 @@ from optuna.trial import TrialState
 
 from . import config as config_mod
 from . import optuna_compat
-from .errors import ConfigError, StoreUnavailable
+from .errors import StoreUnavailable
 from .population import Member, Population, new_member, population_key, vectorizable
 from .study import slots
-from .worker import Heartbeat, Worker, requeue, run_name, sigint_deferred, suggest
+from .worker import Heartbeat, Worker, requeue, run_name, sigint_deferred
 
 
 @dataclass
@@ -115,19 +114,13 @@ class PopulationWorker(Worker):
             raise
 
     def _join_owned(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> tuple[optuna.Trial, int] | None:
-        from .trial import data_order_seed, open_run, prepare
+        from .trial import data_order_seed, open_run
 
-        baseline = bool(trial.user_attrs.get("baseline"))
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        try:
-            overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
-            cfg = config_mod.load_with(self.argv, overrides)
-            prepared = prepare(cfg)
-        except ConfigError as exc:
+        configured = self.configure(trial)
+        if configured is None:
             heartbeat.__exit__()
-            trial.set_user_attr("fail_reason", str(exc))
-            self.study.tell(trial, state=TrialState.FAIL)
             return None
+        baseline, overrides, cfg, prepared = configured
         why = vectorizable(cfg, prepared.regularizers)
         if why is not None:
             heartbeat.__exit__()

@@ -260,18 +260,10 @@ class Worker:
     def _run_one(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from .trial import prepare
-
-        baseline = bool(trial.user_attrs.get("baseline"))
-        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
-        try:
-            overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
-            trial_cfg = config_mod.load_with(self.argv, overrides)
-            prepared = prepare(trial_cfg)
-        except ConfigError as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            self.study.tell(trial, state=TrialState.FAIL)
+        configured = self.configure(trial)
+        if configured is None:
             return
+        baseline, overrides, trial_cfg, prepared = configured
         callbacks: list[pl.Callback] = [OwnershipCheck(heartbeat)]
         if self.monitor:  # the baseline reports its curve (a reference for the pruner) but is never pruned
             callbacks.append(ReportOnly(trial, self.monitor) if baseline else PyTorchLightningPruningCallback(trial, monitor=self.monitor))
@@ -284,6 +276,22 @@ class Worker:
             self._abandoned(trial)
             return
         self._tell(trial, result)
+
+    def configure(self, trial: optuna.Trial) -> tuple[bool, list[str], DictConfig, Any] | None:
+        """(baseline?, overrides, config, prepared data) of a popped trial; None after telling it FAIL for a
+        configuration that does not validate (both worker loops)."""
+        from .trial import prepare
+
+        baseline = bool(trial.user_attrs.get("baseline"))
+        trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+        try:
+            overrides = list(self.cfg.sweep.baseline or []) if baseline else suggest(trial, self.space)
+            cfg = config_mod.load_with(self.argv, overrides)
+            return baseline, overrides, cfg, prepare(cfg)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
 
     def _checkpoint_of_failed_attempt(self, trial: optuna.Trial, cfg: DictConfig, tmp: str) -> tuple[str, str, int] | None:
         """A retried trial (its worker was killed) carries the failed attempt's run id; with checkpoints on, that run's
