@@ -195,3 +195,31 @@ def test_replication_trains_the_seeds_as_a_population_and_matches_the_one_model_
         curve = [m.value for m in sorted(client.get_metric_history(r.info.run_id, "val_loss"), key=lambda m: m.step)]
         assert curve == pytest.approx([h["val_loss"] for h in single.history], rel=1e-4)
         assert abs(r.data.metrics["test_acc"] - single.metrics["test_acc"]) <= 1 / 300  # at most one test example flips
+
+
+@pytest.mark.slow
+def test_population_worker_killed_with_sigkill_its_members_go_stale_and_are_retried(sweep_dir):
+    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
+    args.append("sweep.pruner.name=none")
+    proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # members training, each with its run
+        time.sleep(0.5)
+        try:
+            running = [t for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"]
+        except Exception:
+            continue
+        if len(running) >= 2 and all("mlflow_run_id" in t.user_attrs for t in running):
+            break
+    proc.kill()
+    proc.wait()
+    killed = {t.number for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"}
+    assert len(killed) >= 2
+    time.sleep(5)  # past sweep.grace_period=4: the members' heartbeats are stale
+    again = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    live, _ = _check_study(sweep_dir, "dropout", 5)  # every killed member retried once: still exactly 5 finished slots
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    failed_runs = {t.user_attrs["mlflow_run_id"] for t in study.trials if t.number in killed}
+    runs = {r.info.run_id: r for r in all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")}
+    assert all(runs[r].info.status == "FAILED" for r in failed_runs)  # closed by the stale-trial handler
