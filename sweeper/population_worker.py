@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -43,8 +43,8 @@ class Slot:
     heartbeat: Heartbeat
     baseline: bool
     run_id: str | None = None
-    buffer: list | None = None
-    last_flush: float = 0.0
+    buffer: list = field(default_factory=list)  # epoch metrics not yet sent
+    last_flush: float = field(default_factory=time.monotonic)
 
 
 class PopulationWorker(Worker):
@@ -134,7 +134,7 @@ class PopulationWorker(Worker):
         member = new_member(
             None, cfg, prepared.regularizers, splits.input_shape, splits.n_classes, config_mod.max_epochs(cfg), data_order_seed(cfg)
         )
-        slot = Slot(trial, trial_id, heartbeat, baseline, buffer=[], last_flush=time.monotonic())
+        slot = Slot(trial, trial_id, heartbeat, baseline)
         member.handle = slot
         slot.run_id = open_run(
             self.tracker,
@@ -171,7 +171,6 @@ class PopulationWorker(Worker):
 
     def _buffer(self, slot: Slot, m: Member) -> None:
         ts = int(time.time() * 1000)
-        assert slot.buffer is not None
         slot.buffer += [Metric(k, float(v), ts, m.epoch - 1) for k, v in m.history[-1].items()]
         slot.buffer.append(Metric("population_size", float(len(self.members())), ts, m.epoch - 1))
         if time.monotonic() - slot.last_flush >= self.FLUSH_SECONDS:

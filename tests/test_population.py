@@ -149,6 +149,19 @@ def test_population_sweep_with_batchnorm_trials_runs_them_alone_with_a_notice(sw
     _check_study(sweep_dir, "compare", 3)
 
 
+def _wait_for_training_members(sweep_dir, timeout: float = 120) -> None:
+    """Until at least two members of the study are RUNNING, each with its MLflow run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            running = [t for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"]
+        except Exception:
+            continue
+        if len(running) >= 2 and all("mlflow_run_id" in t.user_attrs for t in running):
+            return
+
+
 @pytest.mark.slow
 def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(sweep_dir):
     args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
@@ -156,15 +169,7 @@ def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.time() + 120
-    while time.time() < deadline:  # wait until members are training
-        time.sleep(0.5)
-        try:
-            running = [t for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"]
-        except Exception:
-            continue
-        if len(running) >= 2 and all("mlflow_run_id" in t.user_attrs for t in running):
-            break
+    _wait_for_training_members(sweep_dir)
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -202,15 +207,7 @@ def test_population_worker_killed_with_sigkill_its_members_go_stale_and_are_retr
     args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
     args.append("sweep.pruner.name=none")
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # members training, each with its run
-        time.sleep(0.5)
-        try:
-            running = [t for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"]
-        except Exception:
-            continue
-        if len(running) >= 2 and all("mlflow_run_id" in t.user_attrs for t in running):
-            break
+    _wait_for_training_members(sweep_dir)
     proc.kill()
     proc.wait()
     killed = {t.number for t in load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials if t.state.name == "RUNNING"}
