@@ -55,7 +55,7 @@ def run_slots(
 ) -> int:
     """Pop and run slots of these companion studies until none is waiting or running (another claimant's may still
     come back); returns how many ran here. ``job`` returns a value (COMPLETE) or None (FAIL, not retried)."""
-    from .worker import Heartbeat, requeue
+    from .worker import Heartbeat, pop_slot, requeue
 
     optuna_compat.check()
     ran = 0
@@ -63,7 +63,7 @@ def run_slots(
         popped = None
         for study in studies:
             fail_stale_trials(study)
-            popped = optuna_compat.pop_waiting_trial(study, storage)
+            popped = pop_slot(study, storage, max_retry)
             if popped is not None:
                 break
         if popped is None:
@@ -98,16 +98,22 @@ def run_slot_batches(
 ) -> int:
     """``run_slots`` for jobs that run together (a population): pop up to ``size`` slots, run them as one batch
     (each slot keeps its own heartbeat), tell each; until none is waiting or running. Returns how many ran here."""
-    from .worker import Heartbeat, requeue
+    from .worker import Heartbeat, requeue, sigint_deferred
 
     optuna_compat.check()
     ran = 0
     while True:
         batch: list[tuple[optuna.Study, optuna.Trial, int]] = []
-        for study in studies:
-            fail_stale_trials(study)
-            while len(batch) < size and (popped := optuna_compat.pop_waiting_trial(study, storage)) is not None:
-                batch.append((study, *popped))
+        try:
+            with sigint_deferred():  # every popped slot is in the batch before a Ctrl-C is raised
+                for study in studies:
+                    fail_stale_trials(study)
+                    while len(batch) < size and (popped := optuna_compat.pop_waiting_trial(study, storage)) is not None:
+                        batch.append((study, *popped))
+        except KeyboardInterrupt:
+            for study, trial, _ in batch:
+                requeue(study, trial, max_retry, "interrupted (Ctrl-C); re-queued for the next run")
+            raise
         if not batch:
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
                 return ran

@@ -121,6 +121,20 @@ def sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+def pop_slot(study: optuna.Study, storage: RDBStorage | None, max_retry: int) -> tuple[optuna.Trial, int] | None:
+    """Pop a WAITING slot with Ctrl-C held until the pop is done; an interrupt that lands during it re-queues the
+    slot, so an interrupt never leaves a slot RUNNING (popping writes the store and runs the sampler: tens of ms)."""
+    popped = None
+    try:
+        with sigint_deferred():
+            popped = optuna_compat.pop_waiting_trial(study, storage)
+    except KeyboardInterrupt:
+        if popped is not None:
+            requeue(study, popped[0], max_retry, "interrupted (Ctrl-C); re-queued for the next run")
+        raise
+    return popped
+
+
 class Heartbeat:
     """Records a running trial's heartbeat every interval from a daemon thread, and notices when the trial is no
     longer this worker's: a process frozen past the grace period (SIGSTOP, swapping, a suspended laptop) finds on
@@ -222,7 +236,7 @@ class Worker:
         optuna_compat.allow_sampler_stop(self.study)
         while True:
             fail_stale_trials(self.study)
-            popped = optuna_compat.pop_waiting_trial(self.study, self.ctx.storage)
+            popped = pop_slot(self.study, self.ctx.storage, int(self.cfg.sweep.max_retry))
             if popped is None:
                 running = [t for t in slots(self.study.get_trials(deepcopy=False)) if t.state == TrialState.RUNNING]
                 if not running:
