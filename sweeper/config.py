@@ -160,7 +160,7 @@ class SweepConfig:
     claim_reference: Optional[str] = None  # the references entry that reproduces the claim
     axis: Optional[str] = None  # data_size / depth sweeps: the searched parameter on the report's x axis
     report_dir: str = "reports"
-    population: int = 1  # trials trained at once as one vectorized model by each worker (1: one at a time)
+    population: Any = "auto"  # trials trained at once as one vectorized model by each worker (1: one at a time)
 
 
 @dataclass
@@ -524,8 +524,11 @@ def validate_sweep(cfg: DictConfig) -> dict:
     wf = sw.pruner.warmup_fraction
     if wf is not None and not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
         raise ConfigError("sweep.pruner.warmup_fraction", wf, "must be in [0, 1) (a share of trainer.max_epochs) or null")
-    for key in ("heartbeat_interval", "grace_period", "top_k", "population"):
+    for key in ("heartbeat_interval", "grace_period", "top_k"):
         _positive_int(sw[key], f"sweep.{key}")
+    pop = sw.population
+    if pop != "auto" and (not isinstance(pop, int) or isinstance(pop, bool) or pop <= 0):
+        raise ConfigError("sweep.population", pop, "must be an integer >= 1 (members trained at once) or auto")
     if sw.grace_period <= sw.heartbeat_interval:
         raise ConfigError("sweep.grace_period", sw.grace_period, "must be larger than sweep.heartbeat_interval")
     params = to_dict(sw.params)

@@ -6,24 +6,26 @@ from __future__ import annotations
 import sys
 import time
 
-from omegaconf import DictConfig
+import optuna
+from omegaconf import DictConfig, read_write
 
 from . import config as config_mod
-from . import stores
+from . import population_size, stores
 from .errors import StoreUnavailable, write_failure
 from .masking import mask
 from .population_worker import worker_class
 from .progress import Progress, table
 from .study import counts, open_study
-from .worker import run_workers, study_context
+from .worker import StudyContext, run_workers, study_context, worker_plan
 
 
 def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     """Exit status: 0 done (or other workers still finishing), 130 interrupted, 3 tracking server lost.
-    Bad storage or tracking settings raise ConfigError before anything is written."""
+    Bad storage, tracking or population settings raise ConfigError before anything is written."""
     stores.check_storage(stores.storage_url(cfg))
     try:
         stores.check_tracking(cfg)
+        argv = _resolve_population(cfg, argv)
         return _sweep(cfg, argv)
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -40,27 +42,40 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
         return 3
 
 
+def _resolve_population(cfg: DictConfig, argv: list[str]) -> list[str]:
+    """Fix ``sweep.population`` to a number for this host (``auto`` depends on its device and memory) in the config
+    and in the arguments the workers are started with."""
+    workers = 1 if cfg.launcher.name == "slurm" else len(worker_plan(cfg))  # slurm: one worker per array task
+    with read_write(cfg.sweep):
+        cfg.sweep.population = population_size.resolve(cfg, workers)
+    kept = [a for a in argv if not a.lstrip("+").startswith("sweep.population=")]
+    return [*kept, f"sweep.population={cfg.sweep.population}"]
+
+
 def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     # 1. open or join the study (its trial slots and its parent MLflow run)
     ctx = study_context(cfg)
     study, parent = open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)
-    tracker = ctx.tracker
-    tracker.mark_running(parent)
-
-    # 2. workers take slots until none are left; the bar follows every worker through the storage
-    worker_argv = [a for a in argv if not a.startswith("workers=")]
+    ctx.tracker.mark_running(parent)
     try:
-        with Progress(study, config_mod.n_trials(cfg.sweep)), tracker.system_metrics(parent, cfg.tracking.system_metrics_interval):
-            if cfg.launcher.name == "slurm":  # a job array of workers on the cluster; this process waits
-                from .launchers import run_slurm
-
-                run_slurm(cfg, worker_argv, worker_class(cfg))
-            else:
-                run_workers(cfg, worker_argv, ctx, study, parent, worker_class(cfg))
-    except KeyboardInterrupt:
-        tracker.end_run(parent, "KILLED")
+        return _run_and_report(cfg, argv, ctx, study, parent)
+    except KeyboardInterrupt:  # while training, or later (summary, replication, report): the parent run is KILLED
+        ctx.tracker.end_run(parent, "KILLED")
         print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)
         return 130
+
+
+def _run_and_report(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> int:
+    # 2. workers take slots until none are left; the bar follows every worker through the storage
+    tracker = ctx.tracker
+    worker_argv = [a for a in argv if not a.startswith("workers=")]
+    with Progress(study, config_mod.n_trials(cfg.sweep)), tracker.system_metrics(parent, cfg.tracking.system_metrics_interval):
+        if cfg.launcher.name == "slurm":  # a job array of workers on the cluster; this process waits
+            from .launchers import run_slurm
+
+            run_slurm(cfg, worker_argv, worker_class(cfg))
+        else:
+            run_workers(cfg, worker_argv, ctx, study, parent, worker_class(cfg))
 
     # 3. the final table; the rest waits until every slot is finished (another worker may still run one)
     c = counts(study.get_trials(deepcopy=False))

@@ -30,6 +30,7 @@ from . import config as config_mod
 from . import optuna_compat
 from .errors import StoreUnavailable
 from .population import Member, Population, new_member, population_key, vectorizable
+from .population_size import device
 from .study import slots
 from .worker import Heartbeat, Worker, requeue, run_name, sigint_deferred
 
@@ -147,7 +148,7 @@ class PopulationWorker(Worker):
         )
         key = population_key(cfg)
         if key not in self.populations:
-            self.populations[key] = Population(splits, int(cfg.data.batch_size), cfg.model.activation, _device(cfg))
+            self.populations[key] = Population(splits, int(cfg.data.batch_size), cfg.model.activation, device(cfg))
         self.populations[key].add(member)
         return None
 
@@ -228,14 +229,7 @@ class PopulationWorker(Worker):
         self.populations.clear()
 
 
-def _device(cfg) -> str:
-    import torch
-
-    if cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available():
-        return "cpu"
-    return "cuda"
-
-
 def worker_class(cfg) -> type[Worker]:
-    """The worker loop a sweep runs: one model at a time (sweep.population=1), or populations."""
+    """The worker loop a sweep runs: one model at a time (sweep.population=1), or populations. Takes the resolved
+    size (``population_size.resolve``; ``auto`` is not a number yet)."""
     return PopulationWorker if int(cfg.sweep.population) > 1 else Worker

@@ -171,6 +171,7 @@ def _population_job(job, by_key: dict[str, Candidate], argv: list[str], tracker:
 
     def batch(items: list[tuple[dict[str, Any], optuna.Trial]]) -> list[float | None]:
         from .population import Population, new_member, population_key, train_until_done, vectorizable
+        from .population_size import device
         from .trial import data_order_seed, open_run, prepare
 
         results: list[float | None] = [None] * len(items)
@@ -190,7 +191,7 @@ def _population_job(job, by_key: dict[str, Candidate], argv: list[str], tracker:
                 member = new_member(i, cfg, prepared.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(cfg))
                 run_id = open_run(tracker, cfg, prepared, f"{name}-{cand.key}-seed{seed}", parent, tags(cand, seed))
                 claim.set_user_attr("mlflow_run_id", run_id)
-                pop = pops.setdefault(population_key(cfg), Population(s, int(cfg.data.batch_size), cfg.model.activation))
+                pop = pops.setdefault(population_key(cfg), Population(s, int(cfg.data.batch_size), cfg.model.activation, device(cfg)))
                 pop.add(member)
                 opened.append(_Opened(i, member, pop, run_id, seed == first))
             for o in opened:

@@ -408,6 +408,11 @@ def plan_workers(workers: Any, gpus: int) -> list[str | None]:
     return [str(i % gpus) if gpus else None for i in range(n)]
 
 
+def worker_plan(cfg: DictConfig) -> list[str | None]:
+    """The local worker processes ``workers`` asks for, as their GPUs (None: CPU)."""
+    return plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
+
+
 def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker_cls: type[Worker] | None = None) -> None:
     """Entry point of a `workers=N` child process (spawned, so it starts with fresh torch state)."""
     if gpu is not None:  # before anything touches CUDA: this process sees exactly one GPU
@@ -435,7 +440,7 @@ def run_workers(
 ) -> None:
     """Run the study's slots: in this process (workers=1) or in N spawned processes sharing its storage.
     Ctrl-C is forwarded to the children, which re-queue their trials; then KeyboardInterrupt propagates."""
-    plan = plan_workers(cfg.workers, gpu_count() if cfg.workers == "auto" or int(cfg.workers) > 1 else 0)
+    plan = worker_plan(cfg)
     worker_cls = worker_cls or Worker
     if len(plan) == 1 and plan[0] in (None, "0"):
         worker_cls(argv, cfg, ctx, study, parent).run()

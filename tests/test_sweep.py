@@ -65,7 +65,7 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
 
 
 def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=15")
+    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=15", "sweep.population=1")  # one model at a time
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

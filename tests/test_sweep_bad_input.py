@@ -45,7 +45,11 @@ BAD = [
     (sweep_args("dropout", "launcher=slurm", "workers=4"), "workers: 4", "launcher.workers=N"),
     (["launcher=slurm"], "launcher: 'slurm'", "add +sweep=<name>"),
     (sweep_args("dropout", "launcher=pbs"), "launcher: 'pbs'", "available: local, slurm"),
-    (sweep_args("dropout", "sweep.population=0"), "sweep.population: 0", "integer > 0"),
+    (sweep_args("dropout", "sweep.population=0"), "sweep.population: 0", "integer >= 1 (members trained at once) or auto"),
+    (sweep_args("dropout", "sweep.population=-3"), "sweep.population: -3", "integer >= 1 (members trained at once) or auto"),
+    (sweep_args("dropout", "sweep.population=2.5"), "sweep.population: 2.5", "integer >= 1 (members trained at once) or auto"),
+    (sweep_args("dropout", "sweep.population=many"), "sweep.population: 'many'", "integer >= 1 (members trained at once) or auto"),
+    (sweep_args("dropout", "sweep.population=100000000"), "sweep.population: 100000000", "use a smaller K or auto"),
     (
         sweep_args("dropout", "tracking.system_metrics_interval=0.1"),
         "tracking.system_metrics_interval: 0.1",
