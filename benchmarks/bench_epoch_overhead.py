@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 from sweeper import config, runtime
 from sweeper.data import load_splits
-from sweeper.models import build_model
-from sweeper.module import evaluate
+from sweeper.models import build_model, evaluate
 from sweeper.trial import prepare, run_trial
 
 

@@ -8,7 +8,7 @@
    and ``sweep.population=K``; trials/min, wall time, startup (process start to the first trial taken),
    and the best validation accuracy.
 
-    python benchmarks/bench_population.py [--k 16] [--population 8] [--sampler-seeds 1]
+    python benchmarks/bench_population.py [--k 16] [--population 8] [--sampler-seeds 1] [--accelerator gpu]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+ACCELERATOR = "cpu"  # --accelerator
 SWEEP = [
     "+sweep=dropout",
     "sweep.n_trials=20",
@@ -32,13 +33,13 @@ SWEEP = [
     "sweep.pruner.name=median",
     "sweep.replicates=0",
     "sweep.timing_repeats=0",
-    "trainer.accelerator=cpu",
 ]
 
 
 def one_at_a_time_vs_population(cfgs: list, epochs: int) -> tuple[float, float]:
     """Seconds to train these configurations one after another on the one-model path, then as one population."""
     from sweeper.population import Population, new_member, train_until_done
+    from sweeper.population_size import device
     from sweeper.trial import data_order_seed, prepare, run_trial
 
     prepared = [prepare(c) for c in cfgs]
@@ -48,7 +49,7 @@ def one_at_a_time_vs_population(cfgs: list, epochs: int) -> tuple[float, float]:
     single = time.perf_counter() - t0
     s = prepared[0].splits
     t0 = time.perf_counter()
-    pop = Population(s, 32, "relu")
+    pop = Population(s, 32, "relu", device(cfgs[0]))
     for c, p in zip(cfgs, prepared):
         pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(c)))
     train_until_done(pop)
@@ -61,7 +62,7 @@ def core(k: int, epochs: int) -> None:
     from sweeper import config, runtime
 
     runtime.setup()
-    base = [f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", "regularizer=dropout"]
+    base = [f"trainer.max_epochs={epochs}", f"trainer.accelerator={ACCELERATOR}", "regularizer=dropout"]
     cfgs = [config.load([*base, f"regularizer.p={0.05 + 0.5 * i / k}", f"seed={i}"]) for i in range(k)]
     single, together = one_at_a_time_vs_population(cfgs, epochs)
     print(
@@ -70,22 +71,23 @@ def core(k: int, epochs: int) -> None:
     )
 
 
-def scaling(sizes: list[int]) -> None:
-    """Per-member epoch time by population size (the rule behind the default size)."""
+def scaling(sizes: list[int], model: list[str] = []) -> None:  # noqa: B006 (read only)
+    """Per-member epoch time by population size and model size (the rule behind ``sweep.population=auto``)."""
     import torch
 
     from sweeper import config, runtime
     from sweeper.population import Population, new_member
+    from sweeper.population_size import device, layer_dims, param_count
     from sweeper.trial import data_order_seed, prepare
 
     runtime.setup()
-    base = ["trainer.accelerator=cpu", "regularizer=dropout", "regularizer.p=0.2"]
+    base = [f"trainer.accelerator={ACCELERATOR}", "regularizer=dropout", "regularizer.p=0.2", *model]
     cfg = config.load(base)
     p = prepare(cfg)
     s = p.splits
     line = []
     for k in sizes:
-        pop = Population(s, 32, "relu")
+        pop = Population(s, 32, "relu", device(cfg))
         for i in range(k):
             c = config.load([*base, f"seed={i}"])
             pop.add(new_member(None, c, p.regularizers, s.input_shape, s.n_classes, 100, data_order_seed(c)))
@@ -95,7 +97,11 @@ def scaling(sizes: list[int]) -> None:
             pop.train_epoch()
         per_member = (time.perf_counter() - t0) / 2 / k
         line.append(f"K={k}: {per_member * 1000:.0f} ms")
-    print(f"[scaling] per-member epoch time (mnist5k, {torch.get_num_threads()} threads): " + ", ".join(line))
+    n = param_count(layer_dims(cfg, s.input_shape, s.n_classes))
+    print(
+        f"[scaling] per-member epoch time, MLP {list(cfg.model.hidden)} ({n:,} parameters), mnist5k, {device(cfg)}, "
+        f"{torch.get_num_threads()} threads: " + ", ".join(line)
+    )
 
 
 def replication(configs: int, seeds: int, epochs: int) -> None:
@@ -105,7 +111,7 @@ def replication(configs: int, seeds: int, epochs: int) -> None:
     runtime.setup()
     techniques = [["regularizer=none"], ["regularizer=l2", "regularizer.l2=1e-4"], ["regularizer=dropout", "regularizer.p=0.2"]][:configs]
     cfgs = [
-        config.load([f"trainer.max_epochs={epochs}", "trainer.accelerator=cpu", *t, f"seed={1000 + s}"])
+        config.load([f"trainer.max_epochs={epochs}", f"trainer.accelerator={ACCELERATOR}", *t, f"seed={1000 + s}"])
         for t in techniques
         for s in range(seeds)
     ]
@@ -116,24 +122,47 @@ def replication(configs: int, seeds: int, epochs: int) -> None:
     )
 
 
-def sweep(population: int, sampler_seed: int, folder: Path) -> dict:
+def command(args: list[str], folder: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of ``python -m sweeper args`` run in ``folder``."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=folder, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(err.read().decode()[-3000:])
+    return wall, usage.ru_maxrss / 1024
+
+
+def sweep(population: str, sampler_seed: int, folder: Path) -> dict:
     import optuna
 
     name = f"bench_p{population}_s{sampler_seed}"
-    args = [*SWEEP, f"sweep.population={population}", f"sweep.sampler.seed={sampler_seed}", f"sweep.study_name={name}"]
+    args = [*SWEEP, f"trainer.accelerator={ACCELERATOR}", f"sweep.population={population}", f"sweep.sampler.seed={sampler_seed}"]
     start = time.time()
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=folder, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        raise SystemExit(proc.stderr[-3000:])
+    wall, rss = command([*args, f"sweep.study_name={name}"], folder)
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'mlruns' / 'optuna.db'}")
     trials = study.get_trials(deepcopy=False)
     first = min(t.datetime_start.timestamp() for t in trials if t.datetime_start)
     done = [t for t in trials if t.state.is_finished()]
     span = max(t.datetime_complete.timestamp() for t in done) - first
     best = max(t.value for t in done if t.value is not None)
-    return {"wall": wall, "startup": first - start, "rate": len(done) / span * 60, "best": best, "trials": trials}
+    return {"wall": wall, "rss": rss, "startup": first - start, "rate": len(done) / span * 60, "best": best, "trials": trials}
+
+
+def defaults(folder: Path) -> None:
+    """The default commands, whole (replication, timing probes and report included), one model at a time vs auto."""
+    for sweep_name in ("dropout", "compare"):
+        walls = {}
+        for population in ("1", "auto"):
+            where = folder / f"defaults_{sweep_name}_{population}"
+            where.mkdir()
+            walls[population], rss = command([f"+sweep={sweep_name}", f"sweep.population={population}"], where)
+            line = f"python -m sweeper +sweep={sweep_name} sweep.population={population}"
+            print(f"[defaults] {line}: {walls[population]:.1f} s, peak RSS {rss:.0f} MiB")
+        print(f"[defaults]   +sweep={sweep_name}: auto {walls['1'] / walls['auto']:.2f}x faster than 1")
 
 
 def plain_loop(trials) -> float:
@@ -175,39 +204,60 @@ def plain_loop(trials) -> float:
 
 
 def main() -> None:
+    global ACCELERATOR
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--k", type=int, default=16, help="members in the core comparison")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--population", type=int, default=8, help="sweep.population of the whole-command comparison")
+    parser.add_argument("--population", default="auto", help="sweep.population of the whole-command comparison")
     parser.add_argument("--sampler-seeds", type=int, default=1)
+    parser.add_argument("--sizes", default="1,2,4,8,16,32", help="population sizes of the scaling part")
+    parser.add_argument("--accelerator", default="cpu", help="cpu or gpu (benchmarks/gpu_check.sh)")
     parser.add_argument("--skip-core", action="store_true", help="skip the core, scaling and replication parts")
     parser.add_argument("--only-core", action="store_true", help="only the core, scaling and replication parts")
+    parser.add_argument("--defaults", action="store_true", help="also time the default dropout and compare commands")
     args = parser.parse_args()
+    ACCELERATOR = args.accelerator
+    sizes = [int(k) for k in args.sizes.split(",")]
     if not args.skip_core:
         core(args.k, args.epochs)
-        scaling([1, 2, 4, 8, 16, 32])
+        scaling(sizes)
+        scaling([1, 8], ["model.hidden=[256,128]"])
+        scaling([1, 8], ["model.hidden=[1024,1024]"])
         replication(3, 10, 5)
     if args.only_core:
         return
     folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-population-"))
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    results: dict[int, list[dict]] = {1: [], args.population: []}
+    results: dict[str, list[dict]] = {"1": [], args.population: []}
     for seed in range(args.sampler_seeds):
         for k in results:
             results[k].append(sweep(k, seed, folder))
-    floor = plain_loop(results[1][0]["trials"])
+    floor = plain_loop(results["1"][0]["trials"])
     med = lambda k, key: statistics.median(r[key] for r in results[k])
     print(f"[sweep] the dropout question (20 trials, <= 10 epochs, 3000/1000/1000, median pruner), {args.sampler_seeds} sampler seed(s):")
     print(f"[sweep]   plain PyTorch loop over the same configurations (floor): {floor:.1f} s")
     for k in results:
         print(
             f"[sweep]   sweep.population={k}: command {med(k, 'wall'):.1f} s ({med(k, 'wall') / floor:.2f}x the floor), "
-            f"startup {med(k, 'startup'):.1f} s, {med(k, 'rate'):.1f} trials/min, best val_acc "
+            f"startup {med(k, 'startup'):.1f} s, {med(k, 'rate'):.1f} trials/min, peak RSS {med(k, 'rss'):.0f} MiB, best val_acc "
             + ", ".join(f"{r['best']:.4f}" for r in results[k])
         )
     p = args.population
-    rate, wall = med(p, "rate") / med(1, "rate"), med(1, "wall") / med(p, "wall")
+    rate, wall = med(p, "rate") / med("1", "rate"), med("1", "wall") / med(p, "wall")
     print(f"[sweep]   population={p} vs 1: {rate:.2f}x trials/min, {wall:.2f}x command time")
+    from sweeper import config
+    from sweeper.data import load_splits
+    from sweeper.population_size import member_bytes, resolve
+
+    cfg = config.load([*SWEEP, f"trainer.accelerator={ACCELERATOR}", f"sweep.population={p}"])
+    k, s = resolve(cfg), load_splits(cfg.data)
+    growth = med(p, "rss") - med("1", "rss")
+    print(
+        f"[sweep]   peak RSS grew {growth:.0f} MiB for K={k} members; sweep.population's estimate of K members' own memory: "
+        f"{k * member_bytes(cfg, s.input_shape, s.n_classes) / 2**20:.0f} MiB"
+    )
+    if args.defaults:
+        defaults(folder)
 
 
 if __name__ == "__main__":

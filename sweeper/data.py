@@ -3,7 +3,7 @@
 Each dataset is read once per process (and mnist5k's parsed array once per machine, cached on
 disk), split into disjoint stratified train/val/test parts from ``data.split_seed``, and served
 as batches sliced from tensors, never collated sample by sample. On a GPU the tensors move to the
-device once (``TensorDataModule.move_to``) and batches are sliced there.
+device once (``module.TensorDataModule.move_to``) and batches are sliced there.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
@@ -241,31 +240,3 @@ class InMemoryBatches:
         step = self.batch_size * self.per_item
         for i in range(0, len(y), step):
             yield x[i : i + step], y[i : i + step]
-
-
-class TensorDataModule(pl.LightningDataModule):
-    """Serves the splits as in-memory batches; ``move_to`` puts them on the training device once."""
-
-    STEPS_PER_ITEM = 8  # mini-batches per Lightning batch (see InMemoryBatches)
-
-    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int):
-        super().__init__()
-        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
-        self._train = InMemoryBatches(splits.x_train, splits.y_train, batch_size, True, seed, per_item=self.STEPS_PER_ITEM)
-
-    def move_to(self, device: torch.device) -> None:
-        if self.splits.x_train.device != device:
-            self.splits = self.splits.to(device)
-            self._train.x, self._train.y = self.splits.x_train, self.splits.y_train
-
-    def state_dict(self) -> dict:  # saved in checkpoints: a resumed trial continues the same data order
-        return {"generator": self._train.generator.get_state()}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self._train.generator.set_state(state_dict["generator"])
-
-    def train_dataloader(self):
-        return self._train
-
-    def val_dataloader(self):
-        return InMemoryBatches(self.splits.x_val, self.splits.y_val, self.eval_batch_size, False)

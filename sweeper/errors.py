@@ -48,3 +48,6 @@ def write_failure(exc: BaseException | None) -> str | None:
                 return marker
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+ABANDONED = "trial taken over: this worker stalled past the grace period and the trial was retried elsewhere"

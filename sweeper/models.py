@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError
@@ -118,3 +119,18 @@ def build_model(cfg, input_shape: tuple[int, ...], n_classes: int, **options) ->
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096):
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode; restores the previous mode."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
+    for i in range(0, len(y), batch_size):
+        logits = model(x[i : i + batch_size])
+        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
+        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    model.train(was_training)
+    return loss.item() / len(y), correct.item() / len(y)

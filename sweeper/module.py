@@ -13,23 +13,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from .data import InMemoryBatches, Splits
 from .errors import TrialFailed
+from .models import evaluate
 from .regularizers import Regularizer, weight_parameters
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096):
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode; restores the previous mode."""
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
-    for i in range(0, len(y), batch_size):
-        logits = model(x[i : i + batch_size])
-        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
-        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
-    model.train(was_training)
-    return loss.item() / len(y), correct.item() / len(y)
 
 
 class RegularizedModule(pl.LightningModule):
@@ -141,3 +128,31 @@ class RegularizedModule(pl.LightningModule):
             "gen_gap": train_acc - val_acc,
         }
         self.log_dict(self.epoch_metrics, on_epoch=True, prog_bar=False, logger=False)
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Serves the splits as in-memory batches; ``move_to`` puts them on the training device once."""
+
+    STEPS_PER_ITEM = 8  # mini-batches per Lightning batch (see InMemoryBatches)
+
+    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int, seed: int):
+        super().__init__()
+        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
+        self._train = InMemoryBatches(splits.x_train, splits.y_train, batch_size, True, seed, per_item=self.STEPS_PER_ITEM)
+
+    def move_to(self, device: torch.device) -> None:
+        if self.splits.x_train.device != device:
+            self.splits = self.splits.to(device)
+            self._train.x, self._train.y = self.splits.x_train, self.splits.y_train
+
+    def state_dict(self) -> dict:  # saved in checkpoints: a resumed trial continues the same data order
+        return {"generator": self._train.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train.generator.set_state(state_dict["generator"])
+
+    def train_dataloader(self):
+        return self._train
+
+    def val_dataloader(self):
+        return InMemoryBatches(self.splits.x_val, self.splits.y_val, self.eval_batch_size, False)

@@ -22,10 +22,12 @@ and without batch norm is vectorized (``vectorizable`` says why not otherwise); 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -107,9 +109,10 @@ class Member:
 
 def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_classes: int, max_epochs: int, order_seed: int) -> Member:
     """The member's initial weights exactly as the one-model path builds them for this config and seed."""
-    import lightning.pytorch as pl
-
-    pl.seed_everything(int(cfg.seed), verbose=False)
+    seed = int(cfg.seed)  # what the one-model path's pl.seed_everything seeds, without importing Lightning
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     model = build_model(cfg.model, input_shape, n_classes, **model_options(regularizers))
     params = [p.detach().clone() for p in model.parameters()]  # Linear weight, bias, in layer order
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}

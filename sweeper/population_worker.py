@@ -185,7 +185,8 @@ class PopulationWorker(Worker):
 
     def _leave(self, pop: Population, m: Member) -> None:
         """Tell the member's trial and close its run, exactly as the one-model path would."""
-        from .trial import ABANDONED, TrialResult, close_run, final_metrics
+        from .errors import ABANDONED
+        from .trial import TrialResult, close_run, final_metrics
 
         slot: Slot = m.handle
         self._flush(slot)

@@ -9,12 +9,10 @@ stopping). Adding a technique = one subclass here + one YAML file in ``conf/regu
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, ClassVar
 
 import torch
-from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 
 from .errors import ConfigError
 
@@ -217,35 +215,6 @@ class BatchNorm(Regularizer):
         return {"batchnorm": True, "bn_momentum": float(self.values["bn_momentum"]), "bn_ghost": None if ghost is None else int(ghost)}
 
 
-class RestoringEarlyStopping(_LightningEarlyStopping):
-    """Lightning's EarlyStopping that also keeps the best epoch's weights and restores them at the end."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.best_state: dict | None = None
-        self.best_epoch: int | None = None
-
-    def _run_early_stopping_check(self, trainer):
-        before = self.best_score.clone()
-        super()._run_early_stopping_check(trainer)
-        if self.best_state is None or not torch.equal(before, self.best_score):
-            module = trainer.lightning_module
-            self.best_state = copy.deepcopy(module.state_dict())
-            self.best_epoch = trainer.current_epoch
-
-    def on_fit_end(self, trainer, pl_module):
-        if self.best_state is not None:
-            pl_module.load_state_dict(self.best_state)
-
-    def state_dict(self) -> dict[str, Any]:  # a resumed trial keeps its best weights and patience count
-        return {**super().state_dict(), "best_state": self.best_state, "best_epoch": self.best_epoch}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        self.best_state, self.best_epoch = state.pop("best_state", None), state.pop("best_epoch", None)
-        super().load_state_dict(state)
-
-
 class EarlyStopping(Regularizer):
     """Stop when the monitored validation metric stops improving; restore the best epoch's weights."""
 
@@ -267,6 +236,8 @@ class EarlyStopping(Regularizer):
             raise ConfigError("regularizer.monitor", values["monitor"], f"allowed: {', '.join(cls.MONITORS)}")
 
     def callbacks(self):
+        from .callbacks import RestoringEarlyStopping
+
         monitor = self.values["monitor"]
         return [
             RestoringEarlyStopping(

@@ -9,19 +9,27 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from types import ModuleType
 
 _QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning", "lightning_fabric", "mlflow", "alembic")
 
 
+def lightning() -> ModuleType:
+    """``lightning.pytorch``, imported where a trial trains with it (not at start-up: ~3 s here, and the population
+    engine trains without it). Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import so CUDA checks avoid fork
+    poisoning; on a CUDA build without a GPU it makes every optimizer step re-probe NVML (torch.optim's
+    graph-capture check). We never fork after CUDA init (workers are spawned), so the plain runtime check is safe
+    and much cheaper: the variable is removed again after the import."""
+    import lightning.pytorch as pl
+
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    return pl
+
+
 def setup() -> None:
-    """Idempotent; imports Lightning (every run trains, so the import is paid anyway)."""
-    import lightning.fabric  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK=1 when imported)
+    """Idempotent; does not import Lightning (``lightning()`` does, where a trial needs it)."""
     import optuna
 
-    # Lightning sets this at import so CUDA checks avoid fork poisoning; on a CUDA build without a GPU
-    # it makes every optimizer step re-probe NVML (torch.optim's graph-capture check). We never fork
-    # after CUDA init (workers are spawned), so the plain runtime check is safe and much cheaper.
-    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     # A lost MLflow server must fail a worker within about a minute; MLflow's default retries take
     # minutes. Users can still set their own values (setdefault).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

@@ -14,12 +14,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .errors import StoreUnavailable, TrackingUnavailable, write_failure
+from .errors import TrackingUnavailable, write_failure
 from .masking import mask
 from .stores import ensure_sqlite_dir, sqlite_init_lock
 
@@ -261,39 +260,6 @@ class Tracker:
     @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)
-
-
-class EpochLogger(pl.Callback):
-    """Sends the module's per-epoch metrics to MLflow, buffered: one batched call at most every
-    ``interval`` seconds and at the end of fit (or on any exception, e.g. pruning). On SQLite each call
-    is a committed transaction (~10 ms), so one call per epoch would cost more than the epoch itself
-    for small models; the MLflow UI still sees the curves grow every few seconds."""
-
-    def __init__(self, tracker: Tracker, run_id: str, interval: float = 2.0):
-        self.tracker, self.run_id, self.interval = tracker, run_id, interval
-        self.buffer: list[Metric] = []
-        self.last = time.monotonic()
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or not pl_module.epoch_metrics:
-            return
-        ts = int(time.time() * 1000)
-        self.buffer += [Metric(k, float(v), ts, trainer.current_epoch) for k, v in pl_module.epoch_metrics.items()]
-        if time.monotonic() - self.last >= self.interval:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            items, self.buffer = self.buffer, []
-            self.tracker.log_metric_items(self.run_id, items)
-        self.last = time.monotonic()
-
-    def on_fit_end(self, trainer, pl_module):
-        self.flush()
-
-    def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, StoreUnavailable):  # a lost store: nothing more to send
-            self.flush()
 
 
 def close_runs(tracker: Tracker, run_ids: Iterable[str], status: str, reason: str) -> None:

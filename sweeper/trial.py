@@ -10,14 +10,11 @@ import math
 import os
 import signal
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,13 +23,14 @@ from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
-from .data import Splits, TensorDataModule, data_source, load_splits
-from .errors import StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
-from .models import build_model, count_parameters
-from .module import RegularizedModule, evaluate
-from .tracking import EpochLogger, Tracker
+from .data import Splits, data_source, load_splits
+from .errors import ABANDONED, StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
+from .models import build_model, count_parameters, evaluate
+from .tracking import Tracker
 
-ABANDONED = "trial taken over: this worker stalled past the grace period and the trial was retried elsewhere"
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
 EPOCH_METRICS = ("train_loss", "train_penalty", "train_acc", "val_loss", "val_acc", "gen_gap")  # module.epoch_metrics
 FINAL_NAMES = {"val_acc": "final_val_acc", "val_loss": "final_val_loss"}
 
@@ -64,50 +62,6 @@ def prepare(cfg: DictConfig) -> Prepared:
     if cfg.model.name == "cnn":
         build_model(cfg.model, splits.input_shape, splits.n_classes)  # raises for flat data
     return Prepared(cfg, active, regs_mod.label(active), splits)
-
-
-class _History(pl.Callback):
-    """Per-epoch metrics, and the wall time of each epoch's training loop (validation excluded)."""
-
-    def __init__(self) -> None:
-        self.epochs: list[dict[str, float]] = []
-        self.seconds: list[float] = []
-        self._t0 = 0.0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._t0 = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.seconds.append(time.perf_counter() - self._t0)
-
-    def on_validation_end(self, trainer, pl_module):
-        if not trainer.sanity_checking and pl_module.epoch_metrics:
-            self.epochs.append(dict(pl_module.epoch_metrics))
-
-    def state_dict(self) -> dict[str, Any]:  # saved in checkpoints: a resumed trial reports every epoch
-        return {"epochs": self.epochs, "seconds": self.seconds}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epochs, self.seconds = list(state["epochs"]), list(state["seconds"])
-
-
-class MlflowCheckpoint(pl.Callback):
-    """Every ``every`` epochs: a Lightning checkpoint (model, optimizer, loop, callback and data-order state) saved
-    as the run's artifact ``checkpoints/last.ckpt``, after the epoch's metrics were sent, so a retried trial resumes
-    from it instead of epoch 0 (``worker.py``)."""
-
-    def __init__(self, tracker: Tracker, run_id: str, every: int, logger: EpochLogger | None):
-        self.tracker, self.run_id, self.every, self.logger = tracker, run_id, every, logger
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every:
-            return
-        if self.logger is not None:
-            self.logger.flush()
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "last.ckpt"
-            trainer.save_checkpoint(path)
-            self.tracker.log_artifact(self.run_id, path, "checkpoints")
 
 
 def sparsity_metrics(model: torch.nn.Module) -> dict[str, float]:
@@ -175,6 +129,8 @@ def final_metrics(model, splits, device, history, stopped_early: bool, restored_
 
 
 def _trainer(cfg: DictConfig, callbacks: list) -> pl.Trainer:
+    import lightning.pytorch as pl
+
     return pl.Trainer(
         max_epochs=config_max_epochs(cfg),
         accelerator=cfg.trainer.accelerator,
@@ -274,6 +230,11 @@ def run_trial(
     """Train one model; returns completed/pruned/failed/abandoned. KeyboardInterrupt ends the run KILLED and
     propagates. ``still_owned`` (sweeps) is asked before the run is closed FINISHED: a worker that lost its trial
     while stalled closes the run FAILED instead (status "abandoned")."""
+    from . import runtime
+    from .callbacks import EpochLogger, History, MlflowCheckpoint
+    from .module import RegularizedModule, TensorDataModule
+
+    pl = runtime.lightning()
     prepared = prepared or prepare(cfg)
     if cfg.trainer.threads:
         torch.set_num_threads(int(cfg.trainer.threads))
@@ -285,7 +246,7 @@ def run_trial(
 
     run_id: str | None = None
     epoch_logger: EpochLogger | None = None
-    history = _History()
+    history = History()
     all_callbacks: list = [history]
     if tracker is not None:
         run_id = open_run(tracker, cfg, prepared, run_name, parent_run_id, tags, on_run_created)

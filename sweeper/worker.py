@@ -20,9 +20,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 import optuna
 from omegaconf import DictConfig
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -30,10 +29,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import config as config_mod
 from . import optuna_compat, stores
-from .errors import ConfigError, StoreUnavailable, TrialAbandoned
+from .errors import ConfigError, StoreUnavailable
 from .search_space import SearchParam, format_override
 from .study import open_study, slots
 from .tracking import Tracker, close_runs
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 
 def pruning_monitor(cfg: DictConfig) -> str | None:
@@ -195,32 +197,6 @@ def suggest(trial: optuna.Trial, space: dict[str, SearchParam]) -> list[str]:
     return groups + [format_override(k, v) for k, v in chosen.items() if k not in config_mod.GROUPS]
 
 
-class OwnershipCheck(pl.Callback):
-    """Stops training at the end of the epoch in which the heartbeat found the trial taken over. Runs before the
-    pruning callback, which would otherwise report to a finished trial."""
-
-    def __init__(self, heartbeat: Heartbeat):
-        self.heartbeat = heartbeat
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.heartbeat.lost.is_set():
-            from .trial import ABANDONED
-
-            raise TrialAbandoned(ABANDONED)
-
-
-class ReportOnly(pl.Callback):
-    """Reports the per-epoch metric to Optuna like the pruning callback, but never prunes."""
-
-    def __init__(self, trial: optuna.Trial, monitor: str):
-        self.trial, self.monitor = trial, monitor
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and not trainer.sanity_checking:
-            self.trial.report(float(value), step=pl_module.current_epoch)
-
-
 class Worker:
     """Pops trial slots of one study until none are waiting or running, and runs each as a Lightning trial."""
 
@@ -273,6 +249,8 @@ class Worker:
 
     def _run_one(self, trial: optuna.Trial, trial_id: int, heartbeat: Heartbeat) -> None:
         from optuna_integration import PyTorchLightningPruningCallback
+
+        from .callbacks import OwnershipCheck, ReportOnly
 
         configured = self.configure(trial)
         if configured is None:

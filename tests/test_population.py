@@ -13,9 +13,12 @@ from conftest import all_runs, load_study, sweep_args
 from sweeper import config
 from sweeper.__main__ import main
 from sweeper.population import Population, new_member, train_until_done, vectorizable
+from sweeper.population_size import device
 from sweeper.trial import data_order_seed, prepare, run_trial
 
-BASE = ["data=digits", "trainer.max_epochs=3", "trainer.accelerator=cpu"]
+# benchmarks/gpu_check.sh runs the equivalence tests on CUDA (SWEEPER_TEST_ACCELERATOR=gpu); CI runs them on CPU
+ACCELERATOR = os.environ.get("SWEEPER_TEST_ACCELERATOR", "cpu")
+BASE = ["data=digits", "trainer.max_epochs=3", f"trainer.accelerator={ACCELERATOR}"]
 CASES = {
     "none": [],
     "l1": ["regularizer=l1", "regularizer.l1=1e-4"],
@@ -32,7 +35,8 @@ CASES = {
 def _population(cfgs: dict) -> tuple[Population, dict]:
     prepared = {k: prepare(c) for k, c in cfgs.items()}
     splits = next(iter(prepared.values())).splits
-    pop = Population(splits, int(next(iter(cfgs.values())).data.batch_size), "relu")
+    first = next(iter(cfgs.values()))
+    pop = Population(splits, int(first.data.batch_size), "relu", device(first))
     members = {}
     for k, cfg in cfgs.items():
         members[k] = new_member(
