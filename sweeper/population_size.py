@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from . import config as config_mod
 from .errors import ConfigError
 
 AUTO_CPU = 8  # per-member epoch time (2 cores, seed MLP): K=1 165 ms, 8: 62, 16: 53, 32: 50; little past 8
@@ -76,7 +77,10 @@ def resolve(cfg: DictConfig, workers: int = 1) -> int:
     if value == "auto":
         if dev == "cpu" and param_count(layer_dims(cfg, splits.input_shape, splits.n_classes)) > CPU_MAX_PARAMS:
             return 1
-        return min(AUTO_CUDA if dev == "cuda" else AUTO_CPU, fit)
+        k = min(AUTO_CUDA if dev == "cuda" else AUTO_CPU, fit)
+        if workers > 1:  # one worker must not take every trial while the others wait
+            k = min(k, math.ceil(config_mod.n_trials(cfg.sweep) / workers))
+        return max(1, k)
     k = int(value)
     if k > fit:
         raise ConfigError(

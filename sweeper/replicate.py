@@ -33,6 +33,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from . import config as config_mod
+from . import population_size
 from .study import slots
 from .tracking import Tracker
 
@@ -124,10 +125,13 @@ def _run(
     total = sum(len(s.get_trials(deepcopy=False)) for s in studies)
     counter: list[int] = []
 
+    def announce(key: str, seed: int, how: str = "") -> None:
+        counter.append(seed)
+        print(f"replicate {len(counter)}/{total}: {key} seed={seed}{how}", file=sys.stderr)
+
     def job(item: dict[str, Any], claim: optuna.Trial) -> float | None:
         cand, seed = by_key[item["key"]], int(item["seed"])
-        counter.append(seed)
-        print(f"replicate {len(counter)}/{total}: {cand.key} seed={seed}", file=sys.stderr)
+        announce(cand.key, seed)
         rep_cfg = config_mod.load_with(argv, [*cand.overrides, f"seed={seed}"])
         prepared = prepare(rep_cfg)
 
@@ -160,18 +164,20 @@ def _run(
         }
 
     hb, retries = float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry)
-    if int(cfg.sweep.population) > 1:  # the seeds of a configuration (and others that share its shapes) train together
-        batch = _population_job(job, by_key, argv, tracker, parent, study.study_name, first, tags)
-        return run_slot_batches(studies, storage, batch, int(cfg.sweep.population), hb, retries)
+    size = population_size.resolve(cfg)
+    if size > 1:  # the seeds of a configuration (and others that share its shapes) train together
+        batch = _population_job(job, announce, by_key, argv, tracker, parent, study.study_name, first, tags)
+        return run_slot_batches(studies, storage, batch, size, hb, retries)
     return run_slots(studies, storage, job, hb, retries)
 
 
-def _population_job(job, by_key: dict[str, Candidate], argv: list[str], tracker: Tracker, parent: str, name: str, first: int, tags):
+def _population_job(
+    job, announce, by_key: dict[str, Candidate], argv: list[str], tracker: Tracker, parent: str, name: str, first: int, tags
+):
     """A batch of replicate slots trained as populations; what cannot be vectorized runs through ``job`` alone."""
 
     def batch(items: list[tuple[dict[str, Any], optuna.Trial]]) -> list[float | None]:
         from .population import Population, new_member, population_key, train_until_done, vectorizable
-        from .population_size import device
         from .trial import data_order_seed, open_run, prepare
 
         results: list[float | None] = [None] * len(items)
@@ -185,13 +191,16 @@ def _population_job(job, by_key: dict[str, Candidate], argv: list[str], tracker:
                 if vectorizable(cfg, prepared.regularizers) is not None:
                     results[i] = job(item, claim)
                     continue
-                print(f"replicate {cand.key} seed={seed} (population)", file=sys.stderr)
+                announce(cand.key, seed, " (in a population)")
                 s = prepared.splits
                 epochs = config_mod.max_epochs(cfg)
                 member = new_member(i, cfg, prepared.regularizers, s.input_shape, s.n_classes, epochs, data_order_seed(cfg))
                 run_id = open_run(tracker, cfg, prepared, f"{name}-{cand.key}-seed{seed}", parent, tags(cand, seed))
                 claim.set_user_attr("mlflow_run_id", run_id)
-                pop = pops.setdefault(population_key(cfg), Population(s, int(cfg.data.batch_size), cfg.model.activation, device(cfg)))
+                key = population_key(cfg)
+                if key not in pops:
+                    pops[key] = Population(s, int(cfg.data.batch_size), cfg.model.activation, population_size.device(cfg))
+                pop = pops[key]
                 pop.add(member)
                 opened.append(_Opened(i, member, pop, run_id, seed == first))
             for o in opened:

@@ -30,6 +30,8 @@ def setup() -> None:
     """Idempotent; does not import Lightning (``lightning()`` does, where a trial needs it)."""
     import optuna
 
+    os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)  # in case Lightning was imported already (see lightning())
+
     # A lost MLflow server must fail a worker within about a minute; MLflow's default retries take
     # minutes. Users can still set their own values (setdefault).
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")

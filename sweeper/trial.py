@@ -178,7 +178,13 @@ def open_run(
         parent_run_id=parent_run_id,
     )
     if on_run_created:  # first, so the link exists even if the next calls fail
-        on_run_created(run_id)
+        try:
+            on_run_created(run_id)
+        except BaseException as exc:  # no link, so nobody else can close the run: close it here (taken over, Ctrl-C)
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            reason = ABANDONED if isinstance(exc, UpdateFinishedTrialError) else f"{type(exc).__name__} before training"
+            close_run(tracker, run_id, "killed" if interrupted else "abandoned", "KILLED" if interrupted else "FAILED", reason, None, 0)
+            raise
     tracker.log_params(run_id, flat_params(cfg))
     s = prepared.splits
     tracker.log_dataset(

@@ -157,7 +157,9 @@ def _running_trial_of(storage: str, name: str, pid: int):
 def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_dir):
     """Worker A is frozen (SIGSTOP) past the grace period mid-trial; worker B fails and retries A's trial; A wakes
     (SIGCONT), abandons the trial with one line, leaves its run FAILED and goes on with the next slot."""
-    args = [*sweep_args("dropout", "sweep.n_trials=8", "trainer.max_epochs=30", "sweep.replicates=0"), "trainer.threads=1"]
+    # the one-model path's take-over check (OwnershipCheck); one population = several trials is another test's matter
+    args = [*sweep_args("dropout", "sweep.n_trials=8", "trainer.max_epochs=30", "sweep.replicates=0", "sweep.population=1")]
+    args.append("trainer.threads=1")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     logs = [open(sweep_dir / f"w{i}.log", "w") for i in range(2)]
     procs = [

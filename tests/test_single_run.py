@@ -3,6 +3,7 @@
 import pytest
 from conftest import all_runs, run_cli, tiny
 from mlflow.tracking import MlflowClient
+from optuna.exceptions import UpdateFinishedTrialError
 
 from sweeper.__main__ import main
 
@@ -104,3 +105,26 @@ def test_nan_loss_ends_run_failed_with_reason(tmp_path, monkeypatch, capsys, mlf
 def test_help_lists_groups(capsys):
     assert main(["--help"]) == 0
     assert "regularizer: batchnorm, dropout" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("exc,status", [(UpdateFinishedTrialError("taken over"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_run_whose_link_cannot_be_recorded_is_closed_not_left_running(mlflow_uri, exc, status):
+    """open_run's caller records the run id on the trial first; if that fails (the trial was taken over while this
+    worker stalled, or Ctrl-C), nobody else could ever find the run, so open_run closes it before re-raising."""
+    from sweeper import config
+    from sweeper.errors import ABANDONED
+    from sweeper.tracking import Tracker
+    from sweeper.trial import open_run, prepare
+
+    cfg = config.load(tiny())
+    tracker = Tracker(mlflow_uri, "links")
+
+    def record(run_id: str) -> None:
+        raise exc
+
+    with pytest.raises(type(exc)):
+        open_run(tracker, cfg, prepare(cfg), "t0", None, {"role": "trial"}, record)
+    (run,) = all_runs(mlflow_uri)
+    assert run.info.status == status
+    if status == "FAILED":
+        assert run.data.tags["failure_reason"] == ABANDONED

@@ -105,6 +105,9 @@ def test_pruning_prunes_a_hopeless_trial_in_both_stores(sweep_dir):
         "sweep.pruner.n_warmup_steps=1",
         "sweep.params.regularizer.p=choice(0.0)",
         "optim.lr=1e-7",
+        # one model at a time: in a population the first trials train together, so no trial has completed (the
+        # median pruner's reference) until the first wave ends; pruning inside populations: test_population.py
+        "sweep.population=1",
     )
     assert main(args) == 0
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
@@ -150,7 +153,7 @@ def test_two_independent_workers_on_postgresql(sweep_dir, pg_database):
 
 
 def test_sigkill_one_worker_mid_trial_is_retried_and_study_completes(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=25")
+    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=25", "sweep.population=1")  # populations: test_population
     victim, survivor = _start(args, sweep_dir), _start(args, sweep_dir)
     db = sweep_dir / "mlruns" / "optuna.db"
     deadline, killed_trial = time.time() + 120, None
