@@ -123,17 +123,26 @@ def replication(configs: int, seeds: int, epochs: int) -> None:
 
 
 def command(args: list[str], folder: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of ``python -m sweeper args`` run in ``folder``."""
+    """(wall seconds, peak RSS in MiB) of ``python -m sweeper args`` run in ``folder``. RSS is sampled every 20 ms:
+    a child's ru_maxrss would not do, Linux carries this (large) benchmark process's peak over into it at exec."""
+    import psutil
+
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=folder, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: its peak RSS
+        child, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                peak = max(peak, child.memory_info().rss)
+            except psutil.Error:
+                break
+            time.sleep(0.02)
+        proc.wait()
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)
             raise SystemExit(err.read().decode()[-3000:])
-    return wall, usage.ru_maxrss / 1024
+    return wall, peak / 2**20
 
 
 def sweep(population: str, sampler_seed: int, folder: Path) -> dict:

@@ -46,8 +46,11 @@ def _resolve_population(cfg: DictConfig, argv: list[str]) -> list[str]:
     """Fix ``sweep.population`` to a number for this host (``auto`` depends on its device and memory) in the config
     and in the arguments the workers are started with."""
     workers = 1 if cfg.launcher.name == "slurm" else len(worker_plan(cfg))  # slurm: one worker per array task
+    asked = cfg.sweep.population
     with read_write(cfg.sweep):
         cfg.sweep.population = population_size.resolve(cfg, workers)
+    if asked == "auto":
+        print(f"sweep.population=auto: {cfg.sweep.population} trial(s) at once per worker on {population_size.device(cfg)}")
     kept = [a for a in argv if not a.lstrip("+").startswith("sweep.population=")]
     return [*kept, f"sweep.population={cfg.sweep.population}"]
 

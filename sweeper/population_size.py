@@ -13,9 +13,11 @@ from omegaconf import DictConfig
 from . import config as config_mod
 from .errors import ConfigError
 
-AUTO_CPU = 8  # per-member epoch time (2 cores, seed MLP): K=1 165 ms, 8: 62, 16: 53, 32: 50; little past 8
+AUTO_CPU = 8  # per-member epoch time (2 cores, seed MLP): K=1 59 ms, 2: 40, 4: 36, 8: 31, 16: 30, 32: 32
 AUTO_CUDA = 64  # not measured (no GPU was lent); benchmarks/gpu_check.sh prints the scaling to set it from
-CPU_MAX_PARAMS = 1_000_000  # auto on CPU: above this many parameters per member, one model at a time (measured)
+# auto on CPU: above this many parameters per member, one model at a time. Measured per-member epoch time, K=1 vs
+# K=8: 52,650 parameters 59 vs 31 ms; 235,146: 126 vs 110 ms; 1,863,690: 1195 vs 1478 ms (stacking is slower)
+CPU_MAX_PARAMS = 500_000
 MEMORY_SHARE = 0.5  # of the memory free when the worker starts, for all of its members together
 EVAL_ROWS = 4096  # rows per evaluation chunk (Population._evaluate)
 
