@@ -115,6 +115,17 @@ def test_what_cannot_be_vectorized_says_why():
     assert vectorizable(config.load(["regularizer=dropout"]), prepare(config.load(["regularizer=dropout"])).regularizers) is None
 
 
+def test_auto_population_size_follows_the_measured_rule():
+    from sweeper.population_size import AUTO_CPU, resolve
+
+    load = lambda *o: config.load(["+sweep=dropout", "data=digits", "trainer.accelerator=cpu", *o])
+    assert resolve(load()) == AUTO_CPU  # the seed MLP on CPU
+    assert resolve(load("model=cnn", "data=digits")) == 1  # not vectorized: one model at a time
+    assert resolve(load("model.hidden=[1024,1024]")) == 1  # 1.13M parameters: stacking does not pay on CPU
+    assert resolve(load("sweep.n_trials=6"), workers=2) == 3  # no worker takes every trial
+    assert resolve(load("sweep.population=3")) == 3 and resolve(load("sweep.population=1")) == 1
+
+
 def _check_study(sweep_dir, name: str, n: int):
     study = load_study(sweep_dir / "mlruns" / "optuna.db", name)
     replaced = {k for t in study.trials for k in t.system_attrs.get("retry_history", [])}

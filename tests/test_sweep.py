@@ -43,10 +43,11 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     proc = run_cli(sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=0.5"), cwd=sweep_dir)
     assert proc.returncode == 0, proc.stderr
     assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
+    assert "sweep.population=auto: 8 trial(s) at once per worker on cpu" in proc.stdout  # the default trains populations
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
     uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
     parent, children = check_links(study, uri, 4)
-    assert len(children) == 4
+    assert len(children) == 4 and all(r.data.metrics["population_size"] >= 1 for r in children.values())
     assert study.trials[0].user_attrs["baseline"] and study.trials[0].params == {}
     assert all("regularizer.p" in t.params for t in study.trials[1:])
     assert children[study.trials[0].user_attrs["mlflow_run_id"]].data.tags["technique"] == "none"
