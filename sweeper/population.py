@@ -9,14 +9,17 @@ few. Each member keeps what the one-model path (``trial.run_trial``) gives that 
 * its data order (its own generator, seeded as ``TensorDataModule`` seeds it: one permutation per epoch),
 * its loss (cross-entropy + its own L1 / L2 coefficients), its optimizer (Adam, or AdamW with its own
   decoupled weight decay; the same update torch's single-tensor Adam makes, per member learning rate and
-  step count), its proximal L1 step, its dropout rate, its early-stopping state (monitor, patience,
-  min_delta, best weights restored at the end) and its own epoch budget.
+  step count), its proximal L1 step, its dropout rate, its batch-norm statistics (batch statistics in
+  training, its own running mean and variance with its own momentum for evaluation), its early-stopping
+  state (monitor, patience, min_delta, best weights and statistics restored at the end) and its own epoch
+  budget.
 
 So with dropout off, member k's per-epoch losses and accuracies equal the one-model path's within float
 rounding (batched matmuls sum in another order); with dropout on, its masks are drawn differently.
 Members join and leave at epoch boundaries: a member that completes, is pruned, stops early or fails
 (non-finite loss) leaves, and the caller refills its slot before the next epoch. Only the MLP with Adam
-and without batch norm is vectorized (``vectorizable`` says why not otherwise); the rest trains alone.
+is vectorized, with or without batch norm (ghost batch norm included); ``vectorizable`` says why not
+otherwise, and the rest trains alone.
 """
 
 from __future__ import annotations
@@ -44,9 +47,6 @@ def vectorizable(cfg: DictConfig, regularizers: list) -> str | None:
         return f"model={cfg.model.name} is not vectorized (the MLP is)"
     if cfg.optim.name != "adam":
         return f"optim.name={cfg.optim.name} is not vectorized (Adam/AdamW are)"
-    names = {r.name for r in regularizers}
-    if "batchnorm" in names:
-        return "batch norm is not vectorized (its running statistics are per member)"
     if cfg.trainer.checkpoint_every:
         return "trainer.checkpoint_every is not supported inside a population"
     return None
@@ -59,6 +59,8 @@ def population_key(cfg: DictConfig) -> tuple:
         m.name,
         tuple(m.hidden),
         m.activation,
+        bool(cfg.regularizer.get("batchnorm", False)),  # batch-norm layers or not
+        cfg.regularizer.get("bn_ghost") if cfg.regularizer.get("batchnorm", False) else None,  # one ghost size per population
         d.name,
         d.path,
         d.split_seed,
@@ -86,8 +88,14 @@ class Member:
     weight_decay: float = 0.0
     dropout: float = 0.0
     es: dict[str, Any] | None = None  # monitor, mode, patience, min_delta
+    bn_momentum: float = 0.1
+    bn_ghost: int | None = None  # ghost batch norm's sub-batch size (the same for every member of a population)
+    kinds: tuple[str, ...] = ()  # of each parameter: "w" Linear weight, "b" its bias, "g"/"be" batch norm's scale/shift
     # state between epochs
-    params: list[torch.Tensor] = field(default_factory=list)  # W1, b1, W2, b2, ...
+    params: list[torch.Tensor] = field(default_factory=list)  # in model.parameters() order: W1, b1, [g1, be1,] W2, ...
+    bn_mean: list[torch.Tensor] = field(default_factory=list)  # running statistics, one per batch-norm layer
+    bn_var: list[torch.Tensor] = field(default_factory=list)
+    bn_batches: int = 0  # batches (ghost: sub-batches) each batch-norm layer has normalized: its num_batches_tracked
     exp_avg: list[torch.Tensor] = field(default_factory=list)
     exp_avg_sq: list[torch.Tensor] = field(default_factory=list)
     step: int = 0
@@ -96,6 +104,7 @@ class Member:
     es_best: float | None = None
     es_wait: int = 0
     best_params: list[torch.Tensor] | None = None
+    best_bn: tuple[list[torch.Tensor], list[torch.Tensor], int] | None = None  # running mean, var, batches seen
     best_epoch: int | None = None
     stopped_early: bool = False
     status: str = "running"  # running | completed | stopped | pruned | failed
@@ -114,7 +123,12 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     np.random.seed(seed)
     torch.manual_seed(seed)
     model = build_model(cfg.model, input_shape, n_classes, **model_options(regularizers))
-    params = [p.detach().clone() for p in model.parameters()]  # Linear weight, bias, in layer order
+    params = [p.detach().clone() for p in model.parameters()]
+    kinds: list[str] = []
+    norms = [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
+    for mod in model.modules():  # modules() and parameters() walk the layers in the same order
+        kinds += ["w", "b"] if isinstance(mod, torch.nn.Linear) else ["g", "be"] if mod in norms else []
+    assert len(kinds) == len(params), (kinds, [p.shape for p in params])
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}
     names = {r.name for r in regularizers}
     es = None
@@ -140,11 +154,52 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
         weight_decay=float(values.get("weight_decay", 0.0)) if "weight_decay" in names else 0.0,
         dropout=float(values.get("p", 0.0)) if "dropout" in names else 0.0,
         es=es,
+        bn_momentum=float(values.get("bn_momentum", 0.1)),
+        bn_ghost=None if values.get("bn_ghost") is None else int(values["bn_ghost"]),
+        kinds=tuple(kinds),
         params=params,
+        bn_mean=[mod.running_mean.clone() for mod in norms],  # type: ignore[union-attr]
+        bn_var=[mod.running_var.clone() for mod in norms],  # type: ignore[union-attr]
         exp_avg=[torch.zeros_like(p) for p in params],
         exp_avg_sq=[torch.zeros_like(p) for p in params],
         generator=torch.Generator().manual_seed(order_seed),
     )
+
+
+class _Norms:
+    """The members' batch-norm state for one epoch, stacked: running mean and variance (K, F) per layer, updated in
+    place by training batches with each member's momentum, as ``torch.nn.BatchNorm1d`` does (normalize with the
+    batch's biased variance, track the unbiased one); with ghost batch norm, per sub-batch as ``models._Ghost``."""
+
+    EPS = 1e-5  # BatchNorm1d's default
+
+    def __init__(self, members: list[Member], device: torch.device):
+        self.mean = [torch.stack([m.bn_mean[j] for m in members]) for j in range(len(members[0].bn_mean))]
+        self.var = [torch.stack([m.bn_var[j] for m in members]) for j in range(len(members[0].bn_var))]
+        self.momentum = torch.tensor([m.bn_momentum for m in members], dtype=torch.float32, device=device).view(-1, 1)
+        self.ghost = members[0].bn_ghost
+        self.batches = 0  # this epoch's batches normalized by each layer (the first layer counts)
+
+    def apply(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
+        g = self.ghost
+        if training and g is not None and h.shape[1] > g:  # sub-batches of g rows; a trailing single row joins the last
+            chunks = list(h.split(g, dim=1))
+            if chunks[-1].shape[1] < 2:
+                chunks[-2:] = [torch.cat(chunks[-2:], 1)]
+            return torch.cat([self._normalize(j, c, scale, shift, True) for c in chunks], 1)
+        return self._normalize(j, h, scale, shift, training)
+
+    def _normalize(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
+        if training:
+            mean, var = h.mean(1), h.var(1, unbiased=False)  # (K, F): each member over its own batch
+            self.batches += j == 0
+            with torch.no_grad():
+                n = h.shape[1]
+                self.mean[j].lerp_(mean, self.momentum)
+                self.var[j].lerp_(var * n / (n - 1), self.momentum)
+        else:
+            mean, var = self.mean[j], self.var[j]
+        return (h - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + self.EPS) * scale.unsqueeze(1) + shift.unsqueeze(1)
 
 
 class Population:
@@ -160,9 +215,10 @@ class Population:
         self.x_val = self.splits.x_val.flatten(1)
 
     def add(self, member: Member) -> None:
-        member.params = [p.to(self.device) for p in member.params]
-        member.exp_avg = [t.to(self.device) for t in member.exp_avg]
-        member.exp_avg_sq = [t.to(self.device) for t in member.exp_avg_sq]
+        if self.members and member.kinds != self.members[0].kinds:
+            raise ValueError(f"member layers {member.kinds} differ from the population's {self.members[0].kinds}")
+        for name in ("params", "exp_avg", "exp_avg_sq", "bn_mean", "bn_var"):
+            setattr(member, name, [t.to(self.device) for t in getattr(member, name)])
         self.members.append(member)
 
     def remove(self, member: Member) -> None:
@@ -182,11 +238,13 @@ class Population:
         dev = self.device
         # every member's parameters as one row of a (K, D) buffer, weights first, then biases: the optimizer is
         # torch's fused Adam kernel (one pass per tensor) over the rows, one call per (lr, weight decay) group
-        n_layers = len(members[0].params)
-        order_idx = list(range(0, n_layers, 2)) + list(range(1, n_layers, 2))
+        kinds = members[0].kinds
+        n_layers = len(kinds)
+        order_idx = [i for i, kind in enumerate(kinds) if kind == "w"] + [i for i, kind in enumerate(kinds) if kind != "w"]
         shapes = [members[0].params[i].shape for i in order_idx]
         sizes = [members[0].params[i].numel() for i in order_idx]
-        n_w = sum(sizes[: len(order_idx[: (n_layers + 1) // 2])])
+        n_w = sum(size for i, size in zip(order_idx, sizes) if kinds[i] == "w")  # penalties and decay: weights only
+        bn = _Norms(members, dev)
         rows = lambda ts: torch.cat([ts[i].reshape(-1) for i in order_idx])
         flat = torch.stack([rows(m.params) for m in members]).requires_grad_(True)
         exp_avg = torch.stack([rows(m.exp_avg) for m in members])
@@ -210,7 +268,7 @@ class Population:
             idx = order[:, start : start + self.batch_size]
             x, y = self.x_train[idx], self.splits.y_train[idx]  # (K, B, F), (K, B)
             views = dict(zip(order_idx, (t.view(k, *shape) for t, shape in zip(torch.split(flat, sizes, dim=1), shapes))))
-            logits = self._forward([views[i] for i in range(n_layers)], x, drop, keep_scale)
+            logits = self._forward([views[i] for i in range(n_layers)], kinds, x, drop, keep_scale, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             pen = torch.zeros(k, device=dev)
             if l1.any():
@@ -249,13 +307,15 @@ class Population:
         step_counts = [int(t.item()) for t in step_t]
         train_seconds = time.perf_counter() - t0
         with torch.no_grad():
-            val_loss, val_acc = self._evaluate(P, self.x_val, self.splits.y_val)
-            _, train_acc = self._evaluate(P, self.x_train, self.splits.y_train)
+            val_loss, val_acc = self._evaluate(P, kinds, bn, self.x_val, self.splits.y_val)
+            _, train_acc = self._evaluate(P, kinds, bn, self.x_train, self.splits.y_train)
         sums_l, val_loss_l, val_acc_l, train_acc_l = sums.tolist(), val_loss.tolist(), val_acc.tolist(), train_acc.tolist()
         for i, m in enumerate(members):
             m.params = [t[i].detach().clone() for t in P]
             m.exp_avg = [t[i].clone() for t in M]
             m.exp_avg_sq = [t[i].clone() for t in V]
+            m.bn_mean, m.bn_var = [t[i].clone() for t in bn.mean], [t[i].clone() for t in bn.var]
+            m.bn_batches += bn.batches
             m.step = step_counts[i]
             m.epoch_seconds.append(train_seconds / k)
             train_loss, train_penalty = sums_l[i][0] / n, sums_l[i][1] / n
@@ -279,25 +339,31 @@ class Population:
                 m.status = "completed"
         return members
 
-    def _forward(self, P: list[torch.Tensor], x: torch.Tensor, drop=None, keep_scale=None) -> torch.Tensor:
-        h = x
-        last = len(P) // 2 - 1
-        for i in range(0, len(P), 2):
+    def _forward(
+        self, P: list[torch.Tensor], kinds: tuple[str, ...], x: torch.Tensor, drop=None, keep_scale=None, bn=None, training=False
+    ) -> torch.Tensor:
+        """Blocks Linear -> [BatchNorm] -> activation -> [Dropout], then the output Linear (``models.MLP``)."""
+        h, i, norm = x, 0, 0
+        while True:
             h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i].transpose(1, 2))
-            if i // 2 < last:
-                h = self.act(h)
-                if drop is not None:  # inverted dropout with each member's own rate (p = 0: exactly the identity)
-                    h = h * (torch.rand_like(h) >= drop) * keep_scale
-        return h
+            i += 2
+            if i == len(P):
+                return h
+            if kinds[i] == "g":
+                h = bn.apply(norm, h, P[i], P[i + 1], training)
+                i, norm = i + 2, norm + 1
+            h = self.act(h)
+            if drop is not None and training:  # inverted dropout with each member's own rate (p = 0: the identity)
+                h = h * (torch.rand_like(h) >= drop) * keep_scale
 
-    def _evaluate(self, P: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
-        """(mean cross-entropy, accuracy) per member, eval mode (no dropout)."""
+    def _evaluate(self, P: list[torch.Tensor], kinds: tuple[str, ...], bn, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
+        """(mean cross-entropy, accuracy) per member, eval mode (no dropout, batch norm's running statistics)."""
         k = P[0].shape[0]
         loss = torch.zeros(k, device=x.device)
         correct = torch.zeros(k, device=x.device)
         for i in range(0, len(y), chunk):
             xs, ys = x[i : i + chunk], y[i : i + chunk]
-            logits = self._forward(P, xs.unsqueeze(0).expand(k, -1, -1))
+            logits = self._forward(P, kinds, xs.unsqueeze(0).expand(k, -1, -1), bn=bn)
             loss += F.cross_entropy(logits.transpose(1, 2), ys.unsqueeze(0).expand(k, -1), reduction="none").sum(1)
             correct += (logits.argmax(2) == ys).sum(1)
         return loss / len(y), correct / len(y)
@@ -322,6 +388,7 @@ class Population:
         if m.es_best is None or better(current - delta, m.es_best):
             m.es_best, m.es_wait = current, 0
             m.best_params = [p.clone() for p in m.params]
+            m.best_bn = ([t.clone() for t in m.bn_mean], [t.clone() for t in m.bn_var], m.bn_batches)
             m.best_epoch = m.epoch - 1
         else:
             m.es_wait += 1
@@ -334,9 +401,15 @@ class Population:
         options = model_options(m.regularizers)
         model = build_model(m.cfg.model, self.splits.input_shape, self.splits.n_classes, **options).to(self.device)
         src = m.best_params if m.best_params is not None else m.params
+        means, variances, batches = m.best_bn if m.best_bn is not None else (m.bn_mean, m.bn_var, m.bn_batches)
+        norms = [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
         with torch.no_grad():
             for p, value in zip(model.parameters(), src):
                 p.copy_(value)
+            for mod, mean, var in zip(norms, means, variances):
+                mod.running_mean.copy_(mean)  # type: ignore[union-attr]
+                mod.running_var.copy_(var)  # type: ignore[union-attr]
+                mod.num_batches_tracked.fill_(batches)  # type: ignore[union-attr]
         return model
 
 

@@ -27,9 +27,33 @@ CASES = {
     "weight_decay": ["regularizer=weight_decay", "regularizer.weight_decay=0.05"],
     "elastic_net": ["regularizer=elastic_net"],
     "early_stopping": ["regularizer=early_stopping", "regularizer.patience=1", "regularizer.monitor=val_acc", "trainer.max_epochs=8"],
+    "batchnorm": ["regularizer=batchnorm", "regularizer.bn_momentum=0.3"],
+    # 32-row batches in 4 sub-batches of 8; the 9-row tail: 8 + 1 -> one of 9. (A size that leaves 2-row sub-batches, e.g.
+    # 5, amplifies rounding: a 2-row norm outputs exactly +-1, and the two implementations drift apart by ~1e-2.)
+    "ghost_batchnorm": ["regularizer=batchnorm", "regularizer.bn_ghost=8"],
+    "batchnorm_early_stopping": [
+        "regularizer=[batchnorm,early_stopping]",
+        "regularizer.patience=1",
+        "regularizer.monitor=val_acc",
+        "trainer.max_epochs=8",
+    ],
     "other_lr_and_seed": ["optim.lr=0.003", "seed=5"],
     "diverges": ["regularizer=l2", "regularizer.l2=1e38", "seed=2"],  # an infinite loss at once: fails alone, the others go on
 }
+
+
+def centred(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state, with each batch norm's running mean replaced by (running mean - the bias of the Linear in
+    front of it), and that bias dropped: the bias gets only rounding-noise gradients (the norm subtracts it), which
+    Adam scales up to full steps, so bias and running mean drift with the noise while their difference, the only
+    thing evaluation sees, does not."""
+    state = dict(model.state_dict())
+    names = list(dict(model.named_modules()))
+    mods = dict(model.named_modules())
+    for a, b in zip(names, names[1:]):
+        if isinstance(mods[a], torch.nn.Linear) and isinstance(mods[b], torch.nn.BatchNorm1d):
+            state[f"{b}.running_mean"] = state[f"{b}.running_mean"] - state.pop(f"{a}.bias")
+    return state
 
 
 def _population(cfgs: dict) -> tuple[Population, dict]:
@@ -49,8 +73,16 @@ def _population(cfgs: dict) -> tuple[Population, dict]:
 @pytest.mark.slow
 def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone():
     cfgs = {k: config.load(BASE + v) for k, v in CASES.items()}
-    pop, members = _population(cfgs)
-    train_until_done(pop)
+    with_bn = {k for k, c in cfgs.items() if c.regularizer.batchnorm}  # another layer layout: their own populations
+    ghost = {k for k in with_bn if cfgs[k].regularizer.bn_ghost}  # one ghost size per population
+    groups = [set(cfgs) - with_bn, with_bn - ghost, ghost]
+    pops = {}
+    members: dict = {}
+    for group in groups:
+        pop, group_members = _population({k: cfgs[k] for k in group})
+        train_until_done(pop)
+        members.update(group_members)
+        pops.update(dict.fromkeys(group, pop))
     for key, cfg in cfgs.items():
         single = run_trial(cfg, None, evaluate_test=False)
         m = members[key]
@@ -58,17 +90,26 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
             assert single.status == "failed" and m.status == "failed", (single.status, m.status)
             assert "non-finite" in m.reason and "non-finite" in single.reason
             continue
-        # same initial weights and batches: per-epoch losses and accuracies agree to float rounding
+        # same initial weights and batches: per-epoch losses and accuracies agree to float rounding. With batch norm,
+        # the Linear bias in front of it gets only rounding-noise gradients (BN subtracts it again), which Adam scales
+        # up to full-size steps: that bias, and the running mean that tracks it, drift differently in the two
+        # implementations. Training is unaffected (train_loss and every weight agree to 1e-6); what is evaluated
+        # with running statistics (val_*, train_acc) agrees to about 1e-3, i.e. one or two validation samples.
+        loose = {"val_loss", "val_acc", "train_acc", "gen_gap"} if key in with_bn else set()
         assert len(m.history) == len(single.history), key
         for mine, theirs in zip(m.history, single.history):
             for name, value in theirs.items():
-                assert mine[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (key, name)
-        if key == "early_stopping":  # stopped by patience before its 8 epochs, like Lightning's callback
+                tol = {"rel": 2e-3, "abs": 1e-2} if name in loose else {"rel": 1e-4, "abs": 1e-6}
+                assert mine[name] == pytest.approx(value, **tol), (key, name)
+        if key in ("early_stopping", "batchnorm_early_stopping"):  # stopped by patience before its 8 epochs, as Lightning
             assert m.stopped_early and len(m.history) < 8
         # the member's final model is the one-model path's final model (best epoch restored for early stopping)
-        model = pop.model_of(m)
-        for p, q in zip(model.parameters(), single.model.parameters()):
-            assert torch.allclose(p, q, rtol=1e-3, atol=1e-5), key
+        model = pops[key].model_of(m)
+        mine_sd, theirs_sd = centred(model), centred(single.model)
+        assert mine_sd.keys() == theirs_sd.keys()
+        for name, p in mine_sd.items():  # batch-norm buffers too; the centred running mean still lags its noisy bias
+            atol = 3e-3 if name.endswith("running_mean") else 1e-5
+            assert torch.allclose(p.float(), theirs_sd[name].float(), rtol=1e-3, atol=atol), (key, name)
 
 
 @pytest.mark.slow
@@ -108,8 +149,8 @@ def test_members_leave_when_done_and_new_ones_join_between_epochs():
 
 
 def test_what_cannot_be_vectorized_says_why():
-    bn = config.load(["regularizer=batchnorm"])
-    assert "batch norm" in vectorizable(bn, prepare(bn).regularizers)
+    for bn in (config.load(["regularizer=batchnorm"]), config.load(["regularizer=batchnorm", "regularizer.bn_ghost=8"])):
+        assert vectorizable(bn, prepare(bn).regularizers) is None
     sgd = config.load(["optim.name=sgd"])
     assert "sgd" in vectorizable(sgd, [])
     assert vectorizable(config.load(["regularizer=dropout"]), prepare(config.load(["regularizer=dropout"])).regularizers) is None
@@ -157,11 +198,18 @@ def test_population_sweep_prunes_refills_and_logs_every_member(sweep_dir, capsys
 
 
 @pytest.mark.slow
-def test_population_sweep_with_batchnorm_trials_runs_them_alone_with_a_notice(sweep_dir, capsys):
-    args = sweep_args("compare", "sweep.techniques=[batchnorm,l2]", "sweep.trials_per_technique=1", "sweep.population=3")
+def test_compare_sweep_trains_batchnorm_in_its_own_populations_and_sgd_alone_with_a_notice(sweep_dir, capsys):
+    """Batch-norm trials (searched ghost sizes included) train in populations of their own layout; what cannot be
+    vectorized (SGD) trains one at a time with a one-line notice."""
+    args = sweep_args("compare", "sweep.techniques=[batchnorm,l2]", "sweep.trials_per_technique=2", "sweep.population=5")
     assert main([*args, "sweep.replicates=0", "sweep.timing_repeats=0"]) == 0
-    assert "batch norm is not vectorized" in capsys.readouterr().err
-    _check_study(sweep_dir, "compare", 3)
+    assert "not vectorized" not in capsys.readouterr().err
+    live, runs = _check_study(sweep_dir, "compare", 5)
+    bn_runs = [runs[t.user_attrs["mlflow_run_id"]] for t in live if t.user_attrs.get("technique") == "batchnorm"]
+    assert len(bn_runs) == 2 and all(r.data.metrics["population_size"] >= 1 for r in bn_runs)
+    assert main([*args, "optim.name=sgd", "sweep.study_name=compare_sgd", "sweep.replicates=0", "sweep.timing_repeats=0"]) == 0
+    assert "note: optim.name=sgd is not vectorized (Adam/AdamW are); such trials train one at a time" in capsys.readouterr().err
+    _check_study(sweep_dir, "compare_sgd", 5)
 
 
 def _wait_for_training_members(sweep_dir, timeout: float = 120) -> None:
