@@ -219,6 +219,12 @@ class Tracker:
             yield
         finally:
             monitor.finish()
+            # a closing sample: the monitor drops the one it collected when it is stopped, so a block shorter than
+            # the interval (a fast population sweep) would otherwise leave no system metrics at all
+            with contextlib.suppress(Exception):
+                monitor.collect_metrics()
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
 
     @_guard
     def mark_running(self, run_id: str) -> None:

@@ -227,7 +227,8 @@ def _wait_for_training_members(sweep_dir, timeout: float = 120) -> None:
 
 @pytest.mark.slow
 def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
+    # 300 epochs (seconds for the population here): the signal must land while members train, even on a fast machine
+    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=300", "sweep.replicates=0")
     args.append("sweep.pruner.name=none")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -267,7 +268,8 @@ def test_replication_trains_the_seeds_as_a_population_and_matches_the_one_model_
 
 @pytest.mark.slow
 def test_population_worker_killed_with_sigkill_its_members_go_stale_and_are_retried(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=20", "sweep.replicates=0")
+    # 300 epochs (seconds for the population here): the signal must land while members train, even on a fast machine
+    args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=300", "sweep.replicates=0")
     args.append("sweep.pruner.name=none")
     proc = subprocess.Popen([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for_training_members(sweep_dir)

@@ -40,7 +40,8 @@ def check_links(study, uri, n_trials):
 
 
 def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
-    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=0.5"), cwd=sweep_dir)
+    # an interval longer than this sweep: the system metrics below are the closing sample (Tracker.system_metrics)
+    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=60"), cwd=sweep_dir)
     assert proc.returncode == 0, proc.stderr
     assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
     assert "sweep.population=auto: 8 trial(s) at once per worker on cpu" in proc.stdout  # the default trains populations
@@ -55,7 +56,7 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     assert {"plots/optimization_history.png", "plots/param_importances.png", "plots/intermediate_values.png"} <= arts
     assert parent.data.metrics["best_val_acc"] == max(t.value for t in study.trials)
     assert parent.info.status == "FINISHED" and "best_params" in parent.data.tags
-    # MLflow's system metrics monitor sampled the machine on the parent run while the workers ran
+    # MLflow's system metrics monitor sampled the machine onto the parent run
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("dropout")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
@@ -66,7 +67,9 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
 
 
 def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
-    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=15", "sweep.population=1")  # one model at a time
+    # one model at a time, no pruning and 40 epochs: trials 3-5 are still to come when two have completed, however
+    # fast the machine (with pruning, the rest could finish in a second and Ctrl-C would land after the sweep)
+    args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=40", "sweep.population=1", "sweep.pruner.name=none")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
