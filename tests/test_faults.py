@@ -299,7 +299,9 @@ def small_disk(tmp_path, mlflow_template):
 @pytest.mark.slow
 def test_disk_full_mid_study_stops_with_exit_3_and_resumes_exactly(small_disk, monkeypatch):
     mnt = small_disk
-    args = [*sweep_args("dropout", "sweep.n_trials=6", "trainer.max_epochs=15", "sweep.replicates=0"), "trainer.threads=1"]
+    # one model at a time: "two trials complete" must mean mid-study (a population finishes its 6 members together)
+    args = [*sweep_args("dropout", "sweep.n_trials=6", "trainer.max_epochs=15", "sweep.replicates=0", "sweep.population=1")]
+    args.append("trainer.threads=1")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.Popen(
