@@ -54,6 +54,22 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 
     return subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
+def start_interruptible(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m sweeper ...` started with SIGINT at its default disposition, so that the test's SIGINT is a Ctrl-C.
+    A test run started in the background by a non-interactive shell (`cmd &`) inherits SIGINT ignored, and Python then
+    installs no KeyboardInterrupt handler: the signal would be silently dropped and the sweep would run to the end."""
+    import signal
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def tiny(*extra: str) -> list[str]:
     """Overrides for a tiny, fast run."""
     return ["data=digits", "trainer.max_epochs=2", "trainer.accelerator=cpu", "model.hidden=[32,16]", *extra]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import all_runs, load_study, sweep_args
+from conftest import all_runs, load_study, start_interruptible, sweep_args
 
 from sweeper import config
 from sweeper.__main__ import main
@@ -230,9 +230,7 @@ def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(
     # 300 epochs (seconds for the population here): the signal must land while members train, even on a fast machine
     args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=300", "sweep.replicates=0")
     args.append("sweep.pruner.name=none")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = start_interruptible(args, sweep_dir)
     _wait_for_training_members(sweep_dir)
     os.kill(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)

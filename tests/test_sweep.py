@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import all_runs, load_study, run_cli, sweep_args
+from conftest import all_runs, load_study, run_cli, start_interruptible, sweep_args
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -70,9 +70,7 @@ def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
     # one model at a time, no pruning and 40 epochs: trials 3-5 are still to come when two have completed, however
     # fast the machine (with pruning, the rest could finish in a second and Ctrl-C would land after the sweep)
     args = sweep_args("dropout", "sweep.n_trials=5", "trainer.max_epochs=40", "sweep.population=1", "sweep.pruner.name=none")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = start_interruptible(args, sweep_dir)
     db = sweep_dir / "mlruns" / "optuna.db"
     deadline = time.time() + 120
     while time.time() < deadline:
