@@ -125,9 +125,9 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     model = build_model(cfg.model, input_shape, n_classes, **model_options(regularizers))
     params = [p.detach().clone() for p in model.parameters()]
     kinds: list[str] = []
-    norms = [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
+    norms = _batch_norms(model)
     for mod in model.modules():  # modules() and parameters() walk the layers in the same order
-        kinds += ["w", "b"] if isinstance(mod, torch.nn.Linear) else ["g", "be"] if mod in norms else []
+        kinds += ["w", "b"] if isinstance(mod, torch.nn.Linear) else ["g", "be"] if isinstance(mod, torch.nn.BatchNorm1d) else []
     assert len(kinds) == len(params), (kinds, [p.shape for p in params])
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}
     names = {r.name for r in regularizers}
@@ -164,6 +164,10 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
         exp_avg_sq=[torch.zeros_like(p) for p in params],
         generator=torch.Generator().manual_seed(order_seed),
     )
+
+
+def _batch_norms(model: torch.nn.Module) -> list[torch.nn.BatchNorm1d]:
+    return [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
 
 
 class _Norms:
@@ -249,10 +253,18 @@ class Population:
         flat = torch.stack([rows(m.params) for m in members]).requires_grad_(True)
         exp_avg = torch.stack([rows(m.exp_avg) for m in members])
         exp_avg_sq = torch.stack([rows(m.exp_avg_sq) for m in members])
+        position = {i: j for j, i in enumerate(order_idx)}
+
+        def layers(t: torch.Tensor) -> list[torch.Tensor]:
+            """A (K, D) buffer as per-layer (K, ...) views, in model.parameters() order."""
+            parts = torch.split(t, sizes, dim=1)
+            return [parts[position[i]].view(k, *shapes[position[i]]) for i in range(n_layers)]
+
         col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1)
-        l1 = col([0.0 if m.proximal else m.l1 for m in members])
-        l2 = col([m.l2 for m in members])
+        l1_values, l2_values = [0.0 if m.proximal else m.l1 for m in members], [m.l2 for m in members]
+        l1, l2 = col(l1_values), col(l2_values)
         prox = [m.l1 if m.proximal else 0.0 for m in members]
+        prox_lr, prox_lam = (col([m.lr for m in members]), col(prox)) if any(prox) else (None, None)
         p_drop = [m.dropout for m in members]
         drop = col(p_drop).view(k, 1, 1) if any(p_drop) else None
         keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
@@ -267,13 +279,12 @@ class Population:
         for start in range(0, n, self.batch_size):
             idx = order[:, start : start + self.batch_size]
             x, y = self.x_train[idx], self.splits.y_train[idx]  # (K, B, F), (K, B)
-            views = dict(zip(order_idx, (t.view(k, *shape) for t, shape in zip(torch.split(flat, sizes, dim=1), shapes))))
-            logits = self._forward([views[i] for i in range(n_layers)], kinds, x, drop, keep_scale, bn, training=True)
+            logits = self._forward(layers(flat), kinds, x, drop, keep_scale, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             pen = torch.zeros(k, device=dev)
-            if l1.any():
+            if any(l1_values):  # decided on the host: no device sync per step
                 pen = pen + l1.view(k) * flat[:, :n_w].abs().sum(1)
-            if l2.any():
+            if any(l2_values):
                 pen = pen + l2.view(k) * flat[:, :n_w].pow(2).sum(1)
             (grad,) = torch.autograd.grad((task + pen).sum(), flat)
             torch._foreach_add_(step_t, 1)
@@ -295,15 +306,11 @@ class Population:
                         amsgrad=False,
                         maximize=False,
                     )
-            if any(prox):
+            if prox_lr is not None:
                 with torch.no_grad():
-                    self._proximal(fd[:, :n_w], va[:, :n_w], torch.stack(step_t).view(k, 1), col([m.lr for m in members]), col(prox))
+                    self._proximal(fd[:, :n_w], va[:, :n_w], torch.stack(step_t).view(k, 1), prox_lr, prox_lam)
             sums += torch.stack((task.detach(), pen.detach()), 1) * y.shape[1]
-        split = lambda t: dict(zip(order_idx, (v.view(k, *sh) for v, sh in zip(torch.split(t, sizes, dim=1), shapes))))
-        P_by, M_by, V_by = split(fd), split(exp_avg), split(exp_avg_sq)
-        P = [P_by[i] for i in range(n_layers)]
-        M = [M_by[i] for i in range(n_layers)]
-        V = [V_by[i] for i in range(n_layers)]
+        P, M, V = layers(fd), layers(exp_avg), layers(exp_avg_sq)
         step_counts = [int(t.item()) for t in step_t]
         train_seconds = time.perf_counter() - t0
         with torch.no_grad():
@@ -402,7 +409,7 @@ class Population:
         model = build_model(m.cfg.model, self.splits.input_shape, self.splits.n_classes, **options).to(self.device)
         src = m.best_params if m.best_params is not None else m.params
         means, variances, batches = m.best_bn if m.best_bn is not None else (m.bn_mean, m.bn_var, m.bn_batches)
-        norms = [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
+        norms = _batch_norms(model)
         with torch.no_grad():
             for p, value in zip(model.parameters(), src):
                 p.copy_(value)

@@ -12,7 +12,7 @@ from conftest import all_runs, load_study, start_interruptible, sweep_args
 
 from sweeper import config
 from sweeper.__main__ import main
-from sweeper.population import Population, new_member, train_until_done, vectorizable
+from sweeper.population import Population, new_member, population_key, train_until_done, vectorizable
 from sweeper.population_size import device
 from sweeper.trial import data_order_seed, prepare, run_trial
 
@@ -73,12 +73,13 @@ def _population(cfgs: dict) -> tuple[Population, dict]:
 @pytest.mark.slow
 def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone():
     cfgs = {k: config.load(BASE + v) for k, v in CASES.items()}
-    with_bn = {k for k, c in cfgs.items() if c.regularizer.batchnorm}  # another layer layout: their own populations
-    ghost = {k for k in with_bn if cfgs[k].regularizer.bn_ghost}  # one ghost size per population
-    groups = [set(cfgs) - with_bn, with_bn - ghost, ghost]
+    with_bn = {k for k, c in cfgs.items() if c.regularizer.batchnorm}
+    groups: dict[tuple, list[str]] = {}  # one population per layer layout (batch norm, ghost size), as the worker groups
+    for key, cfg in cfgs.items():
+        groups.setdefault(population_key(cfg), []).append(key)
     pops = {}
     members: dict = {}
-    for group in groups:
+    for group in groups.values():
         pop, group_members = _population({k: cfgs[k] for k in group})
         train_until_done(pop)
         members.update(group_members)
