@@ -170,6 +170,20 @@ def _batch_norms(model: torch.nn.Module) -> list[torch.nn.BatchNorm1d]:
     return [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
 
 
+@dataclass
+class _AdamCall:
+    """One fused Adam/AdamW call of a training step: these layers of these members (views taken once per epoch)."""
+
+    lr: float
+    decay: float
+    layers: list[int]
+    members: list[int]
+    params: list[torch.Tensor]
+    exp_avgs: list[torch.Tensor]
+    exp_avg_sqs: list[torch.Tensor]
+    steps: list[torch.Tensor]
+
+
 class _Norms:
     """The members' batch-norm state for one epoch, stacked: running mean and variance (K, F) per layer, updated in
     place by training batches with each member's momentum, as ``torch.nn.BatchNorm1d`` does (normalize with the
@@ -240,77 +254,76 @@ class Population:
         t0 = time.perf_counter()
         k = len(members)
         dev = self.device
-        # every member's parameters as one row of a (K, D) buffer, weights first, then biases: the optimizer is
-        # torch's fused Adam kernel (one pass per tensor) over the rows, one call per (lr, weight decay) group
         kinds = members[0].kinds
-        n_layers = len(kinds)
-        order_idx = [i for i, kind in enumerate(kinds) if kind == "w"] + [i for i, kind in enumerate(kinds) if kind != "w"]
-        shapes = [members[0].params[i].shape for i in order_idx]
-        sizes = [members[0].params[i].numel() for i in order_idx]
-        n_w = sum(size for i, size in zip(order_idx, sizes) if kinds[i] == "w")  # penalties and decay: weights only
+        # every layer is one (K, ...) leaf, Linear weights stored transposed as (K, in, out) so that baddbmm and its
+        # backward need no transposed copies; the optimizer is torch's fused Adam kernel over the members' slices,
+        # one call per (lr, weight decay) group (weights and the rest apart only when the group decays)
+        flip = lambda t, kind: t.t() if kind == "w" else t
+        stack = lambda name: [torch.stack([flip(getattr(m, name)[j], kind) for m in members]).contiguous() for j, kind in enumerate(kinds)]
+        P, M, V = stack("params"), stack("exp_avg"), stack("exp_avg_sq")
+        for t in P:
+            t.requires_grad_(True)
+        weights = [j for j, kind in enumerate(kinds) if kind == "w"]  # penalties and decay: Linear weights only
         bn = _Norms(members, dev)
-        rows = lambda ts: torch.cat([ts[i].reshape(-1) for i in order_idx])
-        flat = torch.stack([rows(m.params) for m in members]).requires_grad_(True)
-        exp_avg = torch.stack([rows(m.exp_avg) for m in members])
-        exp_avg_sq = torch.stack([rows(m.exp_avg_sq) for m in members])
-        position = {i: j for j, i in enumerate(order_idx)}
-
-        def layers(t: torch.Tensor) -> list[torch.Tensor]:
-            """A (K, D) buffer as per-layer (K, ...) views, in model.parameters() order."""
-            parts = torch.split(t, sizes, dim=1)
-            return [parts[position[i]].view(k, *shapes[position[i]]) for i in range(n_layers)]
-
-        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1)
+        col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1, 1)
         l1_values, l2_values = [0.0 if m.proximal else m.l1 for m in members], [m.l2 for m in members]
-        l1, l2 = col(l1_values), col(l2_values)
+        l1, l2 = col(l1_values).view(k), col(l2_values).view(k)
         prox = [m.l1 if m.proximal else 0.0 for m in members]
         prox_lr, prox_lam = (col([m.lr for m in members]), col(prox)) if any(prox) else (None, None)
         p_drop = [m.dropout for m in members]
-        drop = col(p_drop).view(k, 1, 1) if any(p_drop) else None
+        drop = col(p_drop) if any(p_drop) else None
         keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
         step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
+        by_member = [[t.detach().unbind(0) for t in ts] for ts in (P, M, V)]  # views of the leaves, taken once per epoch
         groups: dict[tuple[float, float], list[int]] = {}
         for i, m in enumerate(members):
             groups.setdefault((m.lr, m.weight_decay), []).append(i)
-        fd, ma, va = flat.detach(), exp_avg, exp_avg_sq
+        others = [j for j in range(len(kinds)) if j not in weights]
+        calls: list[_AdamCall] = []  # one fused Adam call each
+        for (lr, wd), ids in groups.items():
+            for js, decay in [(weights, wd), (others, 0.0)] if wd > 0 else [(list(range(len(kinds))), 0.0)]:
+                params, exp_avgs, exp_avg_sqs = ([t[j][i] for j in js for i in ids] for t in by_member)
+                calls.append(_AdamCall(lr, decay, js, ids, params, exp_avgs, exp_avg_sqs, [step_t[i] for _ in js for i in ids]))
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
         for start in range(0, n, self.batch_size):
             idx = order[:, start : start + self.batch_size]
-            x, y = self.x_train[idx], self.splits.y_train[idx]  # (K, B, F), (K, B)
-            logits = self._forward(layers(flat), kinds, x, drop, keep_scale, bn, training=True)
+            rows = idx.reshape(-1)  # index_select is several times faster than x[idx] here
+            x, y = self.x_train.index_select(0, rows).view(k, -1, self.x_train.shape[1]), self.splits.y_train[idx]  # (K, B, F), (K, B)
+            logits = self._forward(P, kinds, x, drop, keep_scale, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             pen = torch.zeros(k, device=dev)
             if any(l1_values):  # decided on the host: no device sync per step
-                pen = pen + l1.view(k) * flat[:, :n_w].abs().sum(1)
+                pen = pen + l1 * sum(P[j].abs().sum((1, 2)) for j in weights)
             if any(l2_values):
-                pen = pen + l2.view(k) * flat[:, :n_w].pow(2).sum(1)
-            (grad,) = torch.autograd.grad((task + pen).sum(), flat)
+                pen = pen + l2 * sum(P[j].pow(2).sum((1, 2)) for j in weights)
+            grads = [g.unbind(0) for g in torch.autograd.grad((task + pen).sum(), P)]
             torch._foreach_add_(step_t, 1)
-            for (lr, wd), ids in groups.items():
-                for part, decay in ((slice(0, n_w), wd), (slice(n_w, None), 0.0)):  # decoupled decay: weights only
-                    fused = torch._fused_adamw_ if decay > 0 else torch._fused_adam_
-                    fused(
-                        [fd[i, part] for i in ids],
-                        [grad[i, part] for i in ids],
-                        [ma[i, part] for i in ids],
-                        [va[i, part] for i in ids],
-                        [],
-                        [step_t[i] for i in ids],
-                        lr=lr,
-                        beta1=BETA1,
-                        beta2=BETA2,
-                        weight_decay=decay,
-                        eps=EPS,
-                        amsgrad=False,
-                        maximize=False,
-                    )
+            for c in calls:
+                fused = torch._fused_adamw_ if c.decay > 0 else torch._fused_adam_
+                fused(
+                    c.params,
+                    [grads[j][i] for j in c.layers for i in c.members],
+                    c.exp_avgs,
+                    c.exp_avg_sqs,
+                    [],
+                    c.steps,
+                    lr=c.lr,
+                    beta1=BETA1,
+                    beta2=BETA2,
+                    weight_decay=c.decay,
+                    eps=EPS,
+                    amsgrad=False,
+                    maximize=False,
+                )
             if prox_lr is not None:
                 with torch.no_grad():
-                    self._proximal(fd[:, :n_w], va[:, :n_w], torch.stack(step_t).view(k, 1), prox_lr, prox_lam)
+                    steps_now = torch.stack(step_t).view(k, 1, 1)
+                    for j in weights:
+                        self._proximal(P[j].detach(), V[j], steps_now, prox_lr, prox_lam)
             sums += torch.stack((task.detach(), pen.detach()), 1) * y.shape[1]
-        P, M, V = layers(fd), layers(exp_avg), layers(exp_avg_sq)
+        P = [t.detach() for t in P]
         step_counts = [int(t.item()) for t in step_t]
         train_seconds = time.perf_counter() - t0
         with torch.no_grad():
@@ -318,9 +331,7 @@ class Population:
             _, train_acc = self._evaluate(P, kinds, bn, self.x_train, self.splits.y_train)
         sums_l, val_loss_l, val_acc_l, train_acc_l = sums.tolist(), val_loss.tolist(), val_acc.tolist(), train_acc.tolist()
         for i, m in enumerate(members):
-            m.params = [t[i].detach().clone() for t in P]
-            m.exp_avg = [t[i].clone() for t in M]
-            m.exp_avg_sq = [t[i].clone() for t in V]
+            m.params, m.exp_avg, m.exp_avg_sq = ([flip(t[i], kind).clone() for t, kind in zip(ts, kinds)] for ts in (P, M, V))
             m.bn_mean, m.bn_var = [t[i].clone() for t in bn.mean], [t[i].clone() for t in bn.var]
             m.bn_batches += bn.batches
             m.step = step_counts[i]
@@ -349,10 +360,11 @@ class Population:
     def _forward(
         self, P: list[torch.Tensor], kinds: tuple[str, ...], x: torch.Tensor, drop=None, keep_scale=None, bn=None, training=False
     ) -> torch.Tensor:
-        """Blocks Linear -> [BatchNorm] -> activation -> [Dropout], then the output Linear (``models.MLP``)."""
+        """Blocks Linear -> [BatchNorm] -> activation -> [Dropout], then the output Linear (``models.MLP``); ``P`` holds
+        each layer stacked over the members, Linear weights transposed (K, in, out)."""
         h, i, norm = x, 0, 0
         while True:
-            h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i].transpose(1, 2))
+            h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i])  # weights (K, in, out)
             i += 2
             if i == len(P):
                 return h
