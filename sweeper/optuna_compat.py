@@ -7,10 +7,14 @@ once with a message naming it, instead of silently mis-counting trials.
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from collections.abc import Container, Iterable
+from typing import Any, cast
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.study import study as _study_module
+from optuna.trial import FrozenTrial, TrialState
 
 TESTED_SERIES = "5.0"
 
@@ -32,6 +36,12 @@ _PRIVATE: tuple[tuple[str, str, str], ...] = (
         "in_optimize_loop",
         "let samplers call study.stop() inside our worker loop, as inside Study.optimize",
     ),
+    (
+        "optuna.Study",
+        "_storage",
+        "give the pruners of one population epoch one snapshot of the study's trials (prune_many): Study has no "
+        "public way to answer several pruning questions from one read of the storage",
+    ),
 )
 _OWNERS = {
     "optuna.Study": optuna.Study,
@@ -39,10 +49,15 @@ _OWNERS = {
 }
 
 
-def check() -> None:
-    """Raise RuntimeError naming the missing private API (the installed Optuna is not the tested series)."""
+def check(study: optuna.Study | None = None) -> None:
+    """Raise RuntimeError naming the missing private API (the installed Optuna is not the tested series). An
+    attribute that ``Study.__init__`` sets (``_storage``) is looked up on ``study`` when one is given."""
     for where, attr, why in _PRIVATE:
         owner = _OWNERS[where]
+        if where == "optuna.Study" and study is not None and attr.startswith("_storage"):
+            owner = study
+        elif attr == "_storage":
+            continue
         if owner is None or not (hasattr(owner, attr) or attr in getattr(owner, "__annotations__", {})):
             raise RuntimeError(
                 f"optuna {optuna.__version__}: {where}.{attr} is gone (needed to {why}); sweeper is "
@@ -73,3 +88,47 @@ def allow_sampler_stop(study: optuna.Study) -> None:
     allows inside ``Study.optimize``. Our worker loop plays optimize's role (it ends when no slot is
     left), so it marks itself as the optimize loop."""
     study._thread_local.in_optimize_loop = True
+
+
+class _Snapshot:
+    """The study's storage as the pruner sees it while deciding one population epoch: every read of the study's
+    trials is answered from one read taken after all members reported; writes (SuccessiveHalving's rung values)
+    go through to the storage and into the snapshot, so later decisions of the same epoch see them."""
+
+    def __init__(self, study: optuna.Study):
+        self._storage, self._study_id, self._directions = study._storage, study._study_id, study.directions
+        self._trials = {t._trial_id: t for t in self._storage.get_all_trials(self._study_id, deepcopy=False)}  # by number
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._study_id
+
+    def get_study_directions(self, study_id: int) -> list:
+        return list(self._directions)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        trials = [t for t in self._trials.values() if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return copy.deepcopy(self._trials[trial_id])
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+        updated = copy.copy(self._trials[trial_id])  # the storage's cached object is shared: never mutated
+        updated.system_attrs = {**updated.system_attrs, key: value}
+        self._trials[trial_id] = updated
+
+
+def prune_many(study: optuna.Study, trial_ids: Iterable[int]) -> dict[int, bool]:
+    """``Trial.should_prune()`` for several running trials at once, from one read of the study's trials instead of
+    two per trial (a population's members all report before any is judged; the decisions equal judging them in
+    turn, except that a member told in the same epoch is not yet a finished trial for the others, as with
+    concurrent workers). Single-objective only, like ``Trial.should_prune``."""
+    if len(study.directions) > 1:
+        raise NotImplementedError("Trial.should_prune is not supported for multi-objective optimization.")
+    snapshot = _Snapshot(study)
+    view = optuna.Study(study.study_name, storage=cast(BaseStorage, snapshot), sampler=study.sampler, pruner=study.pruner)
+    return {trial_id: study.pruner.prune(view, snapshot.get_trial(trial_id)) for trial_id in trial_ids}

@@ -63,7 +63,7 @@ class PopulationWorker(Worker):
         return [m for p in self.populations.values() for m in p.members]
 
     def run(self) -> None:
-        optuna_compat.check()
+        optuna_compat.check(self.study)
         poll = max(1.0, self.cfg.sweep.heartbeat_interval / 2)
         optuna_compat.allow_sampler_stop(self.study)
         try:
@@ -154,7 +154,11 @@ class PopulationWorker(Worker):
 
     # --- one epoch of one population ---------------------------------------------------------------------
     def _epoch(self, pop: Population) -> None:
-        for m in pop.train_epoch():
+        """Train one epoch; every member reports, then the pruner judges them all from one read of the study
+        (``optuna_compat.prune_many``), then those that are done leave."""
+        members = pop.train_epoch()
+        judged: dict[int, Member] = {}
+        for m in members:
             slot: Slot = m.handle
             new_epoch = m.status != "failed"  # a failed member's epoch produced no metrics
             if new_epoch:
@@ -163,8 +167,13 @@ class PopulationWorker(Worker):
                 m.status, m.reason = "abandoned", None
             elif new_epoch and self.monitor:  # as the pruning callback: every epoch, the last one included
                 slot.trial.report(m.history[-1][self.monitor], step=m.epoch - 1)
-                if not slot.baseline and slot.trial.should_prune():  # the baseline reports but is never pruned
-                    m.status, m.reason = "pruned", f"Trial was pruned at epoch {m.epoch - 1}."
+                if not slot.baseline:  # the baseline reports but is never pruned
+                    judged[slot.trial_id] = m
+        for trial_id, prune in optuna_compat.prune_many(self.study, judged).items() if judged else ():
+            if prune:
+                m = judged[trial_id]
+                m.status, m.reason = "pruned", f"Trial was pruned at epoch {m.epoch - 1}."
+        for m in members:
             if m.status != "running":
                 with sigint_deferred():  # the run is closed and the trial told, or neither
                     pop.remove(m)

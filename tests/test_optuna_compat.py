@@ -61,3 +61,50 @@ def test_a_popped_trial_has_a_heartbeat_before_the_sampler_runs(tmp_path):
     states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
     assert states[with_heartbeat.number] == TrialState.FAIL  # goes stale and can be retried
     assert states[without.number] == TrialState.RUNNING  # would have stayed RUNNING forever
+
+
+@pytest.mark.parametrize(
+    "make_pruner",
+    [
+        lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
+        lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=8, reduction_factor=2),
+    ],
+    ids=["median", "successive_halving", "hyperband"],
+)
+def test_prune_many_decides_as_should_prune_does_in_turn(make_pruner):
+    """A population's members are judged from one read of the study; the decisions must be those of calling
+    ``should_prune`` for each in turn (including SuccessiveHalving's rung values written along the way)."""
+    import random
+
+    def study_with_running_trials():
+        # the same name twice: Hyperband assigns brackets by a hash of the study name and trial number
+        study = optuna.create_study(study_name="s", sampler=optuna.samplers.RandomSampler(seed=0), pruner=make_pruner())
+        rng = random.Random(0)
+        for _ in range(6):  # finished trials with curves
+            t = study.ask()
+            for step in range(8):
+                t.report(rng.random(), step)
+            study.tell(t, rng.random())
+        running = [study.ask() for _ in range(8)]
+        for step in range(4):
+            for t in running:
+                t.report(rng.random(), step)
+        return study, running
+
+    study, running = study_with_running_trials()
+    one_by_one = {t._trial_id: t.should_prune() for t in running}
+    study, running = study_with_running_trials()
+    batched = optuna_compat.prune_many(study, [t._trial_id for t in running])
+    assert batched == one_by_one
+    assert any(batched.values()) and not all(batched.values())  # the case tells something
+    if isinstance(study.pruner, optuna.pruners.SuccessiveHalvingPruner):  # rung values reached the storage
+        assert any(k.startswith("completed_rung") for t in running for k in study._storage.get_trial(t._trial_id).system_attrs)
+
+
+def test_check_looks_up_the_storage_attribute_on_the_study():
+    study = optuna.create_study()
+    optuna_compat.check(study)
+    del study._storage
+    with pytest.raises(RuntimeError, match=r"optuna\.Study\._storage is gone"):
+        optuna_compat.check(study)
