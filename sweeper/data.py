@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from .errors import ConfigError
 
@@ -168,7 +167,34 @@ LOADERS = {
 
 
 def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Disjoint stratified train/val/test indices from the fixed split seed."""
+    """Disjoint stratified train/val/test indices from the fixed split seed. Computed by scikit-learn (whose import
+    alone is about a second of every sweep's start-up) and kept in the cache folder: the indices depend only on the
+    labels, the fractions and the seed, which name the cached file."""
+    import hashlib
+
+    fr = cfg.split
+    spec = repr((float(fr.train), float(fr.val), float(fr.test), int(cfg.split_seed), float(cfg.train_fraction), y.dtype.str))
+    name = hashlib.sha1(spec.encode() + np.ascontiguousarray(y).tobytes()).hexdigest()[:20]
+    path = cache_dir() / "splits" / f"{name}.npz"
+    try:
+        with np.load(path) as z:
+            return z["train"], z["val"], z["test"]
+    except (OSError, KeyError, ValueError):  # not cached yet (or unreadable): compute it
+        pass
+    parts = _split_indices(y, cfg)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, train=parts[0], val=parts[1], test=parts[2])
+        os.replace(tmp, path)
+    except OSError:  # a read-only cache folder only costs the next start-up the import
+        pass
+    return parts
+
+
+def _split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
     idx = np.arange(len(y))
     fr = cfg.split
     try:

@@ -31,6 +31,43 @@ def test_splits_are_stratified_disjoint_and_fixed_by_seed():
     assert not np.array_equal(tr, other[0])
 
 
+def test_split_indices_are_cached_by_labels_fractions_and_seed(tmp_path, monkeypatch):
+    """scikit-learn computes a split once; later start-ups read it from the cache folder (and never import sklearn's
+    model_selection, about a second of start-up). The cached indices are the computed ones; a changed label, seed or
+    a damaged file gives a fresh computation, never a wrong split."""
+    import shutil
+    import subprocess
+    import sys
+
+    from sweeper import data
+
+    load_splits(config.load([]).data)  # the bundled digits parsed once into the session's cache: copied, not parsed again
+    shutil.copy(data.cache_dir() / "mnist5k.npz", tmp_path)
+    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path))
+    cfg = config.load(["data=digits"]).data
+    y = np.random.default_rng(0).integers(0, 5, 400)
+    computed = data._split_indices(y, cfg)
+    first = split_indices(y, cfg)
+    files = list((tmp_path / "splits").iterdir())
+    assert len(files) == 1 and all(np.array_equal(a, b) for a, b in zip(first, computed))
+    assert all(np.array_equal(a, b) for a, b in zip(split_indices(y, cfg), computed))  # read back
+    y2 = y.copy()
+    y2[0] = (y2[0] + 1) % 5
+    split_indices(y2, cfg)
+    split_indices(y, config.load(["data=digits", "data.split_seed=7"]).data)
+    assert len(list((tmp_path / "splits").iterdir())) == 3
+    files[0].write_bytes(b"not an npz")
+    assert all(np.array_equal(a, b) for a, b in zip(split_indices(y, cfg), computed))
+
+    probe = (
+        "import sys; from sweeper import config; from sweeper.data import load_splits; "
+        "load_splits(config.load([]).data); print('sklearn.model_selection' in sys.modules)"
+    )
+    env = {**__import__("os").environ, "SWEEPER_CACHE": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True) for _ in range(2)]
+    assert [r.stdout.strip() for r in runs] == ["True", "False"]  # computed once, then read from the cache
+
+
 def test_mnist5k_is_the_bundled_5000_digits():
     s = load_splits(config.load([]).data)
     assert len(s.y_train) + len(s.y_val) + len(s.y_test) == 5000
