@@ -104,6 +104,41 @@ def scaling(sizes: list[int], model: list[str] = []) -> None:  # noqa: B006 (rea
     )
 
 
+def cnn_grouped_vs_separate(k: int = 8, batch: int = 32, steps: int = 20) -> None:
+    """Why the CNN is not vectorized: a training step (forward + backward) of the seed CNN's conv blocks for K
+    members as grouped convolutions (groups=K) vs K separate models, same shapes, no framework."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = torch.device("cuda" if ACCELERATOR == "gpu" and torch.cuda.is_available() else "cpu")
+
+    def blocks(x, w1, w2, g):  # conv(3x3) -> ReLU -> max-pool, twice (models.CNN with channels [16, 32])
+        h = F.max_pool2d(F.relu(F.conv2d(x, w1, padding=1, groups=g)), 2)
+        return F.max_pool2d(F.relu(F.conv2d(h, w2, padding=1, groups=g)), 2)
+
+    weights = lambda n: [torch.randn(n * c, c_in, 3, 3, device=dev, requires_grad=True) for c_in, c in ((1, 16), (16, 32))]
+    xs = torch.randn(batch, k, 28, 28, device=dev)
+    stacked, alone = weights(k), [weights(1) for _ in range(k)]
+
+    def timed(step) -> float:
+        step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) / steps * 1000
+
+    grouped = timed(lambda: blocks(xs, *stacked, k).sum().backward())
+    separate = timed(lambda: [blocks(xs[:, i : i + 1], w1, w2, 1).sum().backward() for i, (w1, w2) in enumerate(alone)])
+    print(
+        f"[cnn] conv blocks of the seed CNN, {k} members x {batch} rows, forward + backward on {dev.type}: grouped convolutions "
+        f"{grouped:.1f} ms/step, {k} separate models {separate:.1f} ms/step: {separate / grouped:.2f}x"
+    )
+
+
 def replication(configs: int, seeds: int, epochs: int) -> None:
     """Replicates: ``configs`` configurations x ``seeds`` seeds, one at a time vs as one population."""
     from sweeper import config, runtime
@@ -233,6 +268,7 @@ def main() -> None:
         scaling([1, 8], ["model.hidden=[256,128]"])
         scaling([1, 8], ["model.hidden=[1024,1024]"])
         replication(3, 10, 5)
+        cnn_grouped_vs_separate()
     if args.only_core:
         return
     folder = Path(tempfile.mkdtemp(prefix="sweeper-bench-population-"))
