@@ -285,21 +285,22 @@ _COMPOSED: dict[tuple, DictConfig] = {}
 
 def load_with(base: list[str], overrides: list[str]) -> DictConfig:
     """``load(base + overrides)`` for the many configs of one sweep (trials, replicates, timing probes): the sweep's
-    own command line is composed by Hydra once per process, and each trial's ``key=value`` overrides are merged into
-    a copy the way Hydra merges them (``OmegaConf.update``), then validated. A config-group choice, a ``+``/``~``
-    override or anything that does not merge cleanly takes the full ``load`` (with its one-line errors)."""
-    simple = all(not o.startswith(("+", "~")) and o.split("=", 1)[0] not in GROUPS and "=" in o for o in overrides)
-    if not simple:
-        return load(base + overrides)
-    key = (tuple(base), tuple(str(p) for p in conf_layers.overlays(conf_layers.split_argv(list(base))[1])))
+    command line plus the trial's config-group choices and ``+``/``~`` overrides are composed by Hydra once per
+    process and distinct choice (e.g. once per technique of ``+sweep=compare``), and each trial's ``key=value``
+    overrides are merged into a copy the way Hydra merges them after composing (``OmegaConf.update``), then
+    validated. Anything that does not merge cleanly takes the full ``load`` (with its one-line errors)."""
+    structural = [o for o in overrides if o.startswith(("+", "~")) or "=" not in o or o.split("=", 1)[0] in GROUPS]
+    simple = [o for o in overrides if o not in structural]
+    composed = list(base) + structural
+    key = (tuple(composed), tuple(str(p) for p in conf_layers.overlays(conf_layers.split_argv(list(base))[1])))
     try:
         if key not in _COMPOSED:
-            _COMPOSED[key] = load(list(base))
+            _COMPOSED[key] = load(composed)
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         cfg = copy.deepcopy(_COMPOSED[key])
         OmegaConf.set_readonly(cfg, False)
-        for ov in OverridesParser.create().parse_overrides(list(overrides)):
+        for ov in OverridesParser.create().parse_overrides(simple):
             OmegaConf.update(cfg, ov.key_or_group, ov.value(), merge=True)
         validate(cfg)
     except Exception:  # let the full composition say what is wrong

@@ -62,7 +62,11 @@ def test_replicate_seeds_default_to_seed_plus_1000_and_cover_replicates_max():
     [
         ["regularizer.p=0.06142"],
         ["seed=5", "optim.lr=0.003"],
-        ["regularizer=l1", "regularizer.l1=1e-4"],  # a group choice: full composition
+        ["regularizer=l1", "regularizer.l1=1e-4"],  # a group choice: composed once, then the value merged
+        ["regularizer=l1", "regularizer.l1=3e-3"],  # the same choice again: from the cache
+        ["regularizer=elastic_net", "regularizer.l1=1e-5", "regularizer.l2=1e-3"],
+        ["regularizer=l1", "regularizer.l1=-1.0"],  # invalid after a group choice: the same one-line error as load()
+        ["+regularizer.extra=1"],  # an added key: composed by Hydra
         ["data.train_fraction=0.25", "trainer.max_epochs=3"],
         ["regularizer.p=2.0"],  # invalid: the same one-line error as load()
         ["regularizer.nope=1"],  # unknown key: the same error as load()
@@ -78,3 +82,16 @@ def test_load_with_equals_a_full_load(overrides):
         return
     assert OmegaConf.to_container(config.load_with(base, overrides)) == expected
     assert OmegaConf.is_readonly(config.load_with(base, overrides))
+
+
+def test_load_with_composes_each_group_choice_once(monkeypatch):
+    """Trials of +sweep=compare choose a technique each: Hydra composes once per distinct choice, not per trial."""
+    composed = []
+    real = config.load
+    monkeypatch.setattr(config, "load", lambda argv: composed.append(list(argv)) or real(argv))
+    monkeypatch.setattr(config, "_COMPOSED", {})
+    base = ["+sweep=compare", "data=digits"]
+    for value in ("1e-4", "2e-4", "3e-4"):
+        assert config.load_with(base, ["regularizer=l1", f"regularizer.l1={value}"]).regularizer.l1 == float(value)
+    config.load_with(base, ["regularizer=l2", "regularizer.l2=1e-3"])
+    assert composed == [[*base, "regularizer=l1"], [*base, "regularizer=l2"]]
