@@ -54,10 +54,10 @@ def check(study: optuna.Study | None = None) -> None:
     attribute that ``Study.__init__`` sets (``_storage``) is looked up on ``study`` when one is given."""
     for where, attr, why in _PRIVATE:
         owner = _OWNERS[where]
-        if where == "optuna.Study" and study is not None and attr.startswith("_storage"):
+        if attr == "_storage":  # an instance attribute: only a live study has it
+            if study is None:
+                continue
             owner = study
-        elif attr == "_storage":
-            continue
         if owner is None or not (hasattr(owner, attr) or attr in getattr(owner, "__annotations__", {})):
             raise RuntimeError(
                 f"optuna {optuna.__version__}: {where}.{attr} is gone (needed to {why}); sweeper is "

@@ -184,6 +184,21 @@ class _AdamCall:
     steps: list[torch.Tensor]
 
 
+def _adam_calls(members: list[Member], n_layers: int, weights: list[int], by_member: list, steps: list[torch.Tensor]) -> list[_AdamCall]:
+    """The fused Adam calls of every step of an epoch: one per (learning rate, weight decay) group of members, split
+    into the Linear weights and the rest only when the group decays (decoupled decay applies to weights only)."""
+    groups: dict[tuple[float, float], list[int]] = {}
+    for i, m in enumerate(members):
+        groups.setdefault((m.lr, m.weight_decay), []).append(i)
+    others = [j for j in range(n_layers) if j not in weights]
+    calls = []
+    for (lr, wd), ids in groups.items():
+        for js, decay in [(weights, wd), (others, 0.0)] if wd > 0 else [(list(range(n_layers)), 0.0)]:
+            params, exp_avgs, exp_avg_sqs = ([t[j][i] for j in js for i in ids] for t in by_member)
+            calls.append(_AdamCall(lr, decay, js, ids, params, exp_avgs, exp_avg_sqs, [steps[i] for _ in js for i in ids]))
+    return calls
+
+
 class _Norms:
     """The members' batch-norm state for one epoch, stacked: running mean and variance (K, F) per layer, updated in
     place by training batches with each member's momentum, as ``torch.nn.BatchNorm1d`` does (normalize with the
@@ -276,15 +291,7 @@ class Population:
         keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
         step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
         by_member = [[t.detach().unbind(0) for t in ts] for ts in (P, M, V)]  # views of the leaves, taken once per epoch
-        groups: dict[tuple[float, float], list[int]] = {}
-        for i, m in enumerate(members):
-            groups.setdefault((m.lr, m.weight_decay), []).append(i)
-        others = [j for j in range(len(kinds)) if j not in weights]
-        calls: list[_AdamCall] = []  # one fused Adam call each
-        for (lr, wd), ids in groups.items():
-            for js, decay in [(weights, wd), (others, 0.0)] if wd > 0 else [(list(range(len(kinds))), 0.0)]:
-                params, exp_avgs, exp_avg_sqs = ([t[j][i] for j in js for i in ids] for t in by_member)
-                calls.append(_AdamCall(lr, decay, js, ids, params, exp_avgs, exp_avg_sqs, [step_t[i] for _ in js for i in ids]))
+        calls = _adam_calls(members, len(kinds), weights, by_member, step_t)
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
