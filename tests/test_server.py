@@ -138,8 +138,10 @@ def runs_of(client, study):
 
 
 def test_two_server_workers_one_killed_study_completes_and_no_password_leaks(server, tmp_path):
-    # long enough (no pruning, 200 epochs: seconds even for a population) that the victim is still training when found
-    args = [*ARGS, "sweep.n_trials=5", "trainer.max_epochs=200", "sweep.pruner.name=none"]
+    # long enough (no pruning, 200 epochs: seconds even for a population) that the victim is still training when found;
+    # populations of 2: a worker takes up to K waiting trials, so with auto's 8 the first to start took all 5 and the
+    # victim none (a fresh-clone run failed that way once start-up got faster)
+    args = [*ARGS, "sweep.n_trials=5", "trainer.max_epochs=200", "sweep.pruner.name=none", "sweep.population=2"]
     logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
     victim, survivor = (worker(server, args, tmp_path, logs[i]) for i in range(2))
     killed, deadline = None, time.time() + 180
