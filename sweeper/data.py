@@ -12,6 +12,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,11 +71,16 @@ def _mnist5k(cfg) -> tuple[np.ndarray, np.ndarray]:
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)
+    _save_npz(path, x=x, y=y)
+    return x, y
+
+
+def _save_npz(path: Path, **arrays: Any) -> None:
+    """Write a cache file atomically (another process may be reading or writing the same one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, x=x, y=y)
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
-    return x, y
 
 
 def _digits(cfg) -> tuple[np.ndarray, np.ndarray]:
@@ -183,10 +189,7 @@ def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarra
         pass
     parts = _split_indices(y, cfg)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, train=parts[0], val=parts[1], test=parts[2])
-        os.replace(tmp, path)
+        _save_npz(path, train=parts[0], val=parts[1], test=parts[2])
     except OSError:  # a read-only cache folder only costs the next start-up the import
         pass
     return parts

@@ -271,8 +271,7 @@ class Population:
         dev = self.device
         kinds = members[0].kinds
         # every layer is one (K, ...) leaf, Linear weights stored transposed as (K, in, out) so that baddbmm and its
-        # backward need no transposed copies; the optimizer is torch's fused Adam kernel over the members' slices,
-        # one call per (lr, weight decay) group (weights and the rest apart only when the group decays)
+        # backward need no transposed copies; the optimizer is torch's fused Adam kernel (_adam_calls)
         flip = lambda t, kind: t.t() if kind == "w" else t
         stack = lambda name: [torch.stack([flip(getattr(m, name)[j], kind) for m in members]).contiguous() for j, kind in enumerate(kinds)]
         P, M, V = stack("params"), stack("exp_avg"), stack("exp_avg_sq")
@@ -282,8 +281,7 @@ class Population:
         bn = _Norms(members, dev)
         col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1, 1)
         l1_values, l2_values = [0.0 if m.proximal else m.l1 for m in members], [m.l2 for m in members]
-        l1, l2 = col(l1_values).view(k), col(l2_values).view(k)
-        l1_w, l2_w2 = col(l1_values), col(l2_values) * 2  # (K, 1, 1): the penalties' gradient coefficients
+        l1, l2 = col(l1_values), col(l2_values)
         prox = [m.l1 if m.proximal else 0.0 for m in members]
         prox_lr, prox_lam = (col([m.lr for m in members]), col(prox)) if any(prox) else (None, None)
         p_drop = [m.dropout for m in members]
@@ -307,13 +305,13 @@ class Population:
             full = torch.autograd.grad(task.sum(), P)
             with torch.no_grad():
                 if any(l1_values):  # decided on the host: no device sync per step
-                    pen += l1 * sum(torch.linalg.vector_norm(P[j], 1, dim=(1, 2)) for j in weights)
+                    pen += l1.view(k) * sum(torch.linalg.vector_norm(P[j], 1, dim=(1, 2)) for j in weights)
                     for j in weights:
-                        full[j].addcmul_(P[j].sign(), l1_w)
+                        full[j].addcmul_(P[j].sign(), l1)
                 if any(l2_values):
-                    pen += l2 * sum(torch.linalg.vector_norm(P[j], dim=(1, 2)).square() for j in weights)  # one pass, no temporary
+                    pen += l2.view(k) * sum(torch.linalg.vector_norm(P[j], dim=(1, 2)).square() for j in weights)  # no temporary
                     for j in weights:
-                        full[j].addcmul_(P[j], l2_w2)
+                        full[j].addcmul_(P[j], l2, value=2.0)
             grads = [g.unbind(0) for g in full]
             torch._foreach_add_(step_t, 1)
             for c in calls:
