@@ -97,6 +97,20 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def use_wal(url: str) -> None:
+    """Put a local SQLite store in write-ahead-log mode (once; the mode is kept in the file). In SQLite's
+    default rollback mode a reader blocks a writer's commit and a waiting writer blocks new readers, so the
+    MLflow UI, a notebook or this process's own system-metrics thread reading the store could stall a trial's
+    logging for MLflow's 20 s busy timeout and then fail it (``database is locked``); in WAL mode readers and
+    the writer never wait for each other. Best effort: a store another process holds open keeps its mode."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return
+    import sqlite3
+
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(url[len("sqlite:///") :], timeout=5)) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+
+
 def ensure_sqlite_dir(url: str) -> None:
     """Create the folder of a file-backed SQLite URL (e.g. mlruns/) before a store opens it."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
@@ -250,13 +264,15 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, stale_tri
     ensure_sqlite_dir(url)
     for attempt in range(5):
         try:
-            return RDBStorage(
+            storage = RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs(url),
                 heartbeat_interval=heartbeat_interval,
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=stale_trial_callback,
             )
+            use_wal(url)  # Optuna's heartbeat thread and `optuna` CLI readers vs this process's writes
+            return storage
         except SQLAlchemyError:
             if attempt == 4:
                 raise

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from .errors import TrackingUnavailable, write_failure
 from .masking import mask
-from .stores import ensure_sqlite_dir, sqlite_init_lock
+from .stores import ensure_sqlite_dir, sqlite_init_lock, use_wal
 
 _MAX_BATCH = 100
 
@@ -76,6 +76,7 @@ class Tracker:
         with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, artifact_root, uri)
+            use_wal(uri)
 
     @_guard
     def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:

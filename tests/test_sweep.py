@@ -2,6 +2,7 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -94,6 +95,26 @@ def test_interrupt_then_resume_runs_only_the_rest(sweep_dir):
     proc = run_cli(args, cwd=sweep_dir)
     assert proc.returncode == 0, proc.stderr
     check_links(load_study(db, "dropout"), uri, 5)
+
+
+def test_a_reader_holding_the_stores_open_never_stalls_a_sweep(sweep_dir):
+    # the MLflow UI, a notebook or the `optuna` CLI reading a local store while a sweep writes it: in SQLite's
+    # default rollback mode an open read transaction blocks every commit, and the sweep would stall for the busy
+    # timeout (MLflow's 20 s, Optuna's 60 s) and fail with "database is locked"; the stores are put in WAL mode
+    args = sweep_args("dropout", "sweep.population=1", "tracking.system_metrics_interval=0")
+    assert main([*args, "sweep.n_trials=1"]) == 0
+    readers = []
+    for name in ("mlflow.db", "optuna.db"):
+        reader = sqlite3.connect(sweep_dir / "mlruns" / name, isolation_level=None)
+        assert reader.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a read snapshot, held while the sweep runs
+        readers.append(reader)
+    assert main([*args, "sweep.n_trials=3"]) == 0  # in rollback mode: "database is locked" after the busy timeout
+    for reader in readers:
+        reader.execute("COMMIT")
+        reader.close()
+    check_links(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout"), f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 3)
 
 
 def test_pruning_prunes_a_hopeless_trial_in_both_stores(sweep_dir):
