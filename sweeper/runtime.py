@@ -47,6 +47,16 @@ def setup() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
+def freeze_heap() -> None:
+    """Put every object alive now out of the cyclic garbage collector's reach (``gc.freeze``), when the command is
+    done: interpreter exit runs one full collection over everything still alive (torch, MLflow, SQLAlchemy, Optuna,
+    matplotlib), which took 1.4 s of a 13 s sweep here, 0.2 s frozen. (Freezing once the stores are open, before
+    training, changed nothing measurable in trials/min, so it is not done.)"""
+    import gc
+
+    gc.freeze()
+
+
 def quiet_libraries() -> None:
     """Lightning and MLflow log at INFO by default (and mlflow.pytorch re-enables Lightning's loggers)."""
     for name in _QUIET_LOGGERS:

@@ -411,6 +411,8 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)
+    finally:
+        runtime.freeze_heap()  # the parent waits for this exit: skip its full collection (runtime.freeze_heap)
 
 
 def run_workers(
