@@ -102,7 +102,8 @@ def use_wal(url: str) -> None:
     default rollback mode a reader blocks a writer's commit and a waiting writer blocks new readers, so the
     MLflow UI, a notebook or this process's own system-metrics thread reading the store could stall a trial's
     logging for MLflow's 20 s busy timeout and then fail it (``database is locked``); in WAL mode readers and
-    the writer never wait for each other. Best effort: a store another process holds open keeps its mode."""
+    the writer never wait for each other. Best effort: the switch needs the file to itself for a moment; a store
+    kept busy for 5 s by another process stays as it is until the next start tries again."""
     if not url.startswith("sqlite:///") or ":memory:" in url:
         return
     import sqlite3
