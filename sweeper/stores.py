@@ -97,19 +97,40 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+_WAL_FILES: set[str] = set()
+
+
 def use_wal(url: str) -> None:
     """Put a local SQLite store in write-ahead-log mode (once; the mode is kept in the file). In SQLite's
     default rollback mode a reader blocks a writer's commit and a waiting writer blocks new readers, so the
     MLflow UI, a notebook or this process's own system-metrics thread reading the store could stall a trial's
     logging for MLflow's 20 s busy timeout and then fail it (``database is locked``); in WAL mode readers and
     the writer never wait for each other. Best effort: the switch needs the file to itself for a moment; a store
-    kept busy for 5 s by another process stays as it is until the next start tries again."""
+    kept busy for 5 s by another process stays as it is until the next start tries again. At exit the log is
+    written back into the database file (``_checkpoint_wal_files``)."""
     if not url.startswith("sqlite:///") or ":memory:" in url:
         return
+    import atexit
     import sqlite3
 
-    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(url[len("sqlite:///") :], timeout=5)) as con:
+    path = url[len("sqlite:///") :]
+    with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=5)) as con:
         con.execute("PRAGMA journal_mode=WAL")
+        if not _WAL_FILES:
+            atexit.register(_checkpoint_wal_files)
+        _WAL_FILES.add(path)
+
+
+def _checkpoint_wal_files() -> None:
+    """Write each store's log back into its database file and empty the log, so that the ``.db`` file alone holds
+    everything once the command has exited (a copy of it is complete). The stores' pooled connections are never
+    closed at exit (``runtime.freeze_heap``), and only the last connection's close would do this. A store another
+    process is still writing keeps its log; that process empties it."""
+    import sqlite3
+
+    for path in _WAL_FILES:
+        with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=1)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def ensure_sqlite_dir(url: str) -> None:

@@ -1,6 +1,7 @@
 """Sweeps end to end on real stores: states, MLflow parent/children, resume, pruning, workers, SIGKILL."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -61,6 +62,14 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
     exp = MlflowClient(tracking_uri=uri).get_experiment_by_name("dropout")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs table
+    # the exited command left each store whole in its .db file (its write-ahead log written back): a copy of the
+    # file alone has every trial and run
+    copies = sweep_dir / "copies"
+    copies.mkdir()
+    for name in ("optuna.db", "mlflow.db"):
+        shutil.copy(sweep_dir / "mlruns" / name, copies / name)
+    assert len(load_study(copies / "optuna.db", "dropout").trials) == 4
+    assert len(all_runs(f"sqlite:///{copies / 'mlflow.db'}")) == len(all_runs(uri)) > 5  # trials, parent, replicates, probes
     # re-running a finished study prints its results and runs nothing
     again = run_cli(sweep_args("dropout", "sweep.n_trials=4"), cwd=sweep_dir)
     assert again.returncode == 0 and "study dropout: 4 completed" in again.stdout
