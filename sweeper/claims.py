@@ -46,6 +46,21 @@ def digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _tell(storage: RDBStorage, study: optuna.Study, trial: optuna.Trial, trial_id: int, value: float | None) -> None:
+    """A claim's result (None: FAIL). A claim this process stalled on past the grace period was failed as stale and
+    retried elsewhere: Optuna refuses the tell (``Cannot tell a FAIL trial``, or UpdateFinishedTrialError), and the
+    process says so and goes on instead of crashing."""
+    try:
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+        if storage.get_trial(trial_id).state == TrialState.RUNNING:
+            raise  # not taken over: a real error
+        print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)
+
+
 def run_slots(
     studies: list[optuna.Study],
     storage: RDBStorage,
@@ -79,13 +94,7 @@ def run_slots(
             requeue(study, trial, max_retry)
             raise
         ran += 1
-        try:
-            if value is None:
-                study.tell(trial, state=TrialState.FAIL)
-            else:
-                study.tell(trial, value)
-        except optuna.exceptions.UpdateFinishedTrialError:  # stalled past the grace period: retried elsewhere
-            print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)
+        _tell(storage, study, trial, trial_id, value)
 
 
 def run_slot_batches(
@@ -130,11 +139,5 @@ def run_slot_batches(
             for beat in beats:
                 beat.__exit__()
         ran += len(batch)
-        for (study, trial, _), value in zip(batch, values):
-            try:
-                if value is None:
-                    study.tell(trial, state=TrialState.FAIL)
-                else:
-                    study.tell(trial, value)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)
+        for (study, trial, trial_id), value in zip(batch, values):
+            _tell(storage, study, trial, trial_id, value)

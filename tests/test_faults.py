@@ -201,6 +201,67 @@ def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_
     assert sum(r.info.status == "FINISHED" for r in runs) == 8
 
 
+def test_a_registration_slower_than_the_grace_period_is_not_taken_over(tmp_path, monkeypatch):
+    """The registration claim beats at the storage's heartbeat interval. With a fixed 5 s beat and a shorter
+    sweep.grace_period, another invocation's stale check took over a registration still running and registered a
+    second version (seen in the full suite: two PostgreSQL workers, grace 4 s)."""
+    import threading
+    from types import SimpleNamespace
+
+    import optuna
+    from optuna.storages import fail_stale_trials
+
+    from sweeper import registry, stores
+
+    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=2)
+    calls = []
+
+    def slow_register(*args, **kwargs):
+        calls.append(1)
+        time.sleep(3.5)  # longer than the grace period
+        return "sweeper-s version 1 (dropout)"
+
+    monkeypatch.setattr(registry, "_register", slow_register)
+    done = threading.Event()
+
+    def other_invocation():  # what another process finishing the same study does while it waits for the claim
+        while not done.is_set():
+            for summary in optuna.get_all_study_summaries(storage):
+                if ".registry." in summary.study_name:
+                    fail_stale_trials(optuna.load_study(study_name=summary.study_name, storage=storage))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=other_invocation, daemon=True)
+    watcher.start()
+    try:
+        report = SimpleNamespace(choice="dropout", rows=[])
+        assert registry.register_recommended(None, report, "s", storage) == "sweeper-s version 1 (dropout)"
+    finally:
+        done.set()
+        watcher.join()
+    assert len(calls) == 1
+
+
+def test_a_claim_failed_as_stale_while_its_process_stalled_is_reported_not_a_crash(tmp_path, capsys):
+    # Optuna refuses to tell a trial that another invocation failed as stale ("Cannot tell a FAIL trial", a
+    # ValueError); the claim loop used to catch only UpdateFinishedTrialError and the command died with exit 1
+    from optuna.storages import fail_stale_trials
+
+    from sweeper import claims, stores
+
+    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=2)
+    study = claims.open_slots(storage, "s.replicates", [{"seed": 1}])
+
+    def stalled_job(item, trial):
+        time.sleep(3)  # no heartbeat in the meantime (the interval below is 10 s): past the 2 s grace period
+        fail_stale_trials(study)  # what another invocation's check does meanwhile
+        return 1.0
+
+    assert claims.run_slots([study], storage, stalled_job, 10, 0) == 1
+    assert "claim s.replicates #0 was retried elsewhere while this process stalled" in capsys.readouterr().err
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"]
+
+
 @pytest.mark.slow
 def test_two_invocations_finishing_one_study_never_run_a_replicate_twice(sweep_dir):
     """Replicates, cost timings and the registration are claimed atomically (companion Optuna studies): two real
