@@ -61,11 +61,15 @@ def _tell(storage: RDBStorage, study: optuna.Study, trial: optuna.Trial, trial_i
         print(f"claim {study.study_name} #{trial.number} was retried elsewhere while this process stalled", file=sys.stderr)
 
 
+def _poll_seconds(storage: RDBStorage) -> float:
+    """How long to wait before looking again for a slot another claimant may give back."""
+    return max(1.0, (storage.get_heartbeat_interval() or 0) / 2)
+
+
 def run_slots(
     studies: list[optuna.Study],
     storage: RDBStorage,
     job: Callable[[dict[str, Any], optuna.Trial], float | None],
-    heartbeat_interval: float,
     max_retry: int,
 ) -> int:
     """Pop and run slots of these companion studies until none is waiting or running (another claimant's may still
@@ -84,11 +88,11 @@ def run_slots(
         if popped is None:
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
                 return ran
-            time.sleep(max(1.0, heartbeat_interval / 2))
+            time.sleep(_poll_seconds(storage))
             continue
         trial, trial_id = popped
         try:
-            with Heartbeat(storage, trial_id, heartbeat_interval):
+            with Heartbeat(storage, trial_id):
                 value = job(dict(trial.user_attrs), trial)
         except KeyboardInterrupt:
             requeue(study, trial, max_retry)
@@ -102,7 +106,6 @@ def run_slot_batches(
     storage: RDBStorage,
     batch_job: Callable[[list[tuple[dict[str, Any], optuna.Trial]]], list[float | None]],
     size: int,
-    heartbeat_interval: float,
     max_retry: int,
 ) -> int:
     """``run_slots`` for jobs that run together (a population): pop up to ``size`` slots, run them as one batch
@@ -126,9 +129,9 @@ def run_slot_batches(
         if not batch:
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
                 return ran
-            time.sleep(max(1.0, heartbeat_interval / 2))
+            time.sleep(_poll_seconds(storage))
             continue
-        beats = [Heartbeat(storage, trial_id, heartbeat_interval).__enter__() for _, _, trial_id in batch]
+        beats = [Heartbeat(storage, trial_id).__enter__() for _, _, trial_id in batch]
         try:
             values = batch_job([(dict(trial.user_attrs), trial) for _, trial, _ in batch])
         except KeyboardInterrupt:

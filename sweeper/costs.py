@@ -106,4 +106,4 @@ def measure_costs(
         tracker.end_run(run_id, "FINISHED")
         return er.median
 
-    return run_slots(studies, storage, job, float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry))
+    return run_slots(studies, storage, job, int(cfg.sweep.max_retry))

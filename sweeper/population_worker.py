@@ -105,7 +105,7 @@ class PopulationWorker(Worker):
 
     def _join(self, trial: optuna.Trial, trial_id: int) -> tuple[optuna.Trial, int] | None:
         """Make the trial a member; returns it instead when it must train alone."""
-        heartbeat = Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval).__enter__()
+        heartbeat = Heartbeat(self.ctx.storage, trial_id).__enter__()
         try:
             return self._join_owned(trial, trial_id, heartbeat)
         except BaseException as exc:  # a lost store while joining: the trial goes back to the queue if it can

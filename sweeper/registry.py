@@ -29,10 +29,7 @@ def register_recommended(tracker: Tracker, report: Report, study_name: str, stor
 
     seeds = sorted({s for r in report.rows if r.key == key for s in r.seeds})
     slots = open_slots(storage, f"{study_name}.registry.{key}.{digest(seeds)}", [{"key": key}])
-    # the claim beats at the storage's own interval: its grace period (sweep.grace_period, which may be shorter than
-    # 5 s) is what another invocation's stale check uses, and a slower beat let it take over a registration that
-    # was still running and register a second version
-    run_slots([slots], storage, job, float(storage.get_heartbeat_interval() or 5), 2)
+    run_slots([slots], storage, job, 2)
     return registered[0] if registered else None  # None: another invocation registered it
 
 

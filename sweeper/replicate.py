@@ -163,12 +163,12 @@ def _run(
             "source_trial": "" if cand.source_trial is None else cand.source_trial,
         }
 
-    hb, retries = float(cfg.sweep.heartbeat_interval), int(cfg.sweep.max_retry)
+    retries = int(cfg.sweep.max_retry)
     size = population_size.resolve(cfg)
     if size > 1:  # the seeds of a configuration (and others that share its shapes) train together
         batch = _population_job(job, announce, by_key, argv, tracker, parent, study.study_name, first, tags)
-        return run_slot_batches(studies, storage, batch, size, hb, retries)
-    return run_slots(studies, storage, job, hb, retries)
+        return run_slot_batches(studies, storage, batch, size, retries)
+    return run_slots(studies, storage, job, retries)
 
 
 def _population_job(

@@ -28,6 +28,13 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
 
 # --- resolution -----------------------------------------------------------------------------------
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a file-backed SQLite URL (``sqlite:///path``); None for other stores and ``:memory:``."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return None
+    return Path(url[len("sqlite:///") :])
+
+
 def absolute_sqlite(url: str) -> str:
     """sqlite:///relative/path -> sqlite:////abs/path, resolved against the current directory now."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
@@ -78,12 +85,13 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
     """Serialize the first opening of a local SQLite store between processes. MLflow creates and migrates its
     schema on first use; two workers starting together on a new ``mlruns/mlflow.db`` would both run the
     migrations and one would crash (``duplicate column name``, ``database is locked``)."""
-    if not url.startswith("sqlite:///") or ":memory:" in url:
+    path = sqlite_file(url)
+    if path is None:
         yield
         return
     import fcntl
 
-    lock_path = Path(url[len("sqlite:///") :] + ".lock")
+    lock_path = Path(f"{path}.lock")
     try:
         handle = open(lock_path, "a")  # noqa: SIM115  (held for the duration of the block)
     except OSError:  # a read-only folder is reported elsewhere; nothing to serialize then
@@ -97,7 +105,7 @@ def sqlite_init_lock(url: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-_WAL_FILES: set[str] = set()
+_WAL_FILES: set[Path] = set()
 
 
 def use_wal(url: str) -> None:
@@ -108,12 +116,12 @@ def use_wal(url: str) -> None:
     the writer never wait for each other. Best effort: the switch needs the file to itself for a moment; a store
     kept busy for 5 s by another process stays as it is until the next start tries again. At exit the log is
     written back into the database file (``_checkpoint_wal_files``)."""
-    if not url.startswith("sqlite:///") or ":memory:" in url:
+    path = sqlite_file(url)
+    if path is None:
         return
     import atexit
     import sqlite3
 
-    path = url[len("sqlite:///") :]
     with contextlib.suppress(sqlite3.Error), contextlib.closing(sqlite3.connect(path, timeout=5)) as con:
         con.execute("PRAGMA journal_mode=WAL")
         if not _WAL_FILES:
@@ -135,8 +143,9 @@ def _checkpoint_wal_files() -> None:
 
 def ensure_sqlite_dir(url: str) -> None:
     """Create the folder of a file-backed SQLite URL (e.g. mlruns/) before a store opens it."""
-    if url.startswith("sqlite:///") and ":memory:" not in url:
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 # --- reachability ---------------------------------------------------------------------------------
@@ -190,9 +199,9 @@ def check_folder(field: str, folder: Path, what: str) -> None:
 def check_sqlite_file(field: str, url: str, what: str) -> None:
     """A local SQLite store must be a SQLite file (or not exist yet) in a folder we can write; otherwise one
     line naming the file, what is wrong and what to do. The file itself is never touched here."""
-    if not url.startswith("sqlite:///") or ":memory:" in url:
+    path = sqlite_file(url)
+    if path is None:
         return
-    path = Path(url[len("sqlite:///") :])
     check_folder(field, path.parent, what)
     if not path.exists():
         return

@@ -140,10 +140,13 @@ def pop_slot(study: optuna.Study, storage: RDBStorage | None, max_retry: int) ->
 class Heartbeat:
     """Records a running trial's heartbeat every interval from a daemon thread, and notices when the trial is no
     longer this worker's: a process frozen past the grace period (SIGSTOP, swapping, a suspended laptop) finds on
-    waking that its trial was failed as stale and retried elsewhere (``lost`` is set)."""
+    waking that its trial was failed as stale and retried elsewhere (``lost`` is set). It beats at the storage's own
+    interval (``stores.make_storage``): the grace period other processes' stale checks apply is set against that one,
+    and a fixed beat slower than the grace period let them take over a claim still running."""
 
-    def __init__(self, storage: RDBStorage, trial_id: int, interval: float):
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+    def __init__(self, storage: RDBStorage, trial_id: int):
+        self.storage, self.trial_id = storage, trial_id
+        self.interval = float(storage.get_heartbeat_interval() or 5)  # every storage here has one (make_storage)
         self.stop = threading.Event()
         self.lost = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
@@ -232,7 +235,7 @@ class Worker:
     def run_one(self, trial: optuna.Trial, trial_id: int) -> None:
         """Run a popped slot; Ctrl-C anywhere marks it FAIL and re-queues it for the next run."""
         try:
-            with Heartbeat(self.ctx.storage, trial_id, self.cfg.sweep.heartbeat_interval) as heartbeat:
+            with Heartbeat(self.ctx.storage, trial_id) as heartbeat:
                 self._run_one(trial, trial_id, heartbeat)
         except optuna.exceptions.UpdateFinishedTrialError:  # taken over while stalled, found at any storage write
             self._abandoned(trial)

@@ -249,15 +249,16 @@ def test_a_claim_failed_as_stale_while_its_process_stalled_is_reported_not_a_cra
 
     from sweeper import claims, stores
 
-    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=2)
+    # beats every 10 s, stale after 2 s: a process stalled between two beats
+    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=10, grace_period=2)
     study = claims.open_slots(storage, "s.replicates", [{"seed": 1}])
 
     def stalled_job(item, trial):
-        time.sleep(3)  # no heartbeat in the meantime (the interval below is 10 s): past the 2 s grace period
+        time.sleep(3)  # no heartbeat in the meantime: past the 2 s grace period
         fail_stale_trials(study)  # what another invocation's check does meanwhile
         return 1.0
 
-    assert claims.run_slots([study], storage, stalled_job, 10, 0) == 1
+    assert claims.run_slots([study], storage, stalled_job, 0) == 1
     assert "claim s.replicates #0 was retried elsewhere while this process stalled" in capsys.readouterr().err
     assert [t.state.name for t in study.get_trials()] == ["FAIL"]
 
