@@ -59,17 +59,30 @@ def run_name(number: int, technique: str, params: dict[str, Any], baseline: bool
 
 
 class StaleTrialHandler:
-    """A worker died mid-trial: close its MLflow run FAILED, then re-queue the trial (bounded)."""
+    """A worker died mid-trial: close its MLflow run FAILED, then re-queue the trial (bounded).
+
+    The run is found by the link on the trial (``mlflow_run_id``) and by its own tags (study, trial number): a
+    worker killed between creating the run and recording the link on the trial left a run that only its tags
+    name (seen with SIGKILL on a population worker, whose members open their runs one after another)."""
 
     def __init__(self, tracker: Tracker | None, max_retry: int):
         self.tracker = tracker
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get("mlflow_run_id")
-        if self.tracker is not None and run_id:
-            close_runs(self.tracker, [run_id], "FAILED", "worker stopped sending heartbeats (killed or lost)")
+        if self.tracker is not None:
+            close_runs(self.tracker, self.runs_of(study, trial), "FAILED", "worker stopped sending heartbeats (killed or lost)")
         self.retry(study, trial)
+
+    def runs_of(self, study: optuna.Study, trial: FrozenTrial) -> list[str]:
+        """The linked run, and every RUNNING trial run tagged with this study and trial number."""
+        assert self.tracker is not None
+        linked = trial.user_attrs.get("mlflow_run_id")
+        tagged = self.tracker.search_runs(
+            f"tags.role = 'trial' and tags.study = '{study.study_name}' and tags.trial_number = '{trial.number}' "
+            "and attributes.status = 'RUNNING'"
+        )
+        return list(dict.fromkeys([*([linked] if linked else []), *(r.info.run_id for r in tagged)]))
 
 
 def requeue(study: optuna.Study, trial: optuna.Trial, max_retry: int, reason: str | None = None) -> None:

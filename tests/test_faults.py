@@ -263,6 +263,38 @@ def test_a_claim_failed_as_stale_while_its_process_stalled_is_reported_not_a_cra
     assert [t.state.name for t in study.get_trials()] == ["FAIL"]
 
 
+def test_a_run_whose_link_never_reached_its_trial_is_closed_when_the_trial_goes_stale(tmp_path):
+    # a worker SIGKILLed between creating a trial's MLflow run and recording its id on the trial (a population worker
+    # opens its members' runs one after another) left that run RUNNING forever: the stale check only knew the link
+    # (seen in CI: test_two_server_workers_one_killed_study_completes_and_no_password_leaks)
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    from sweeper import optuna_compat, stores
+    from sweeper.tracking import Tracker
+    from sweeper.worker import StaleTrialHandler
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    handler = StaleTrialHandler(tracker, max_retry=1)
+    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1, stale_trial_callback=handler)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))
+    popped = [optuna_compat.pop_waiting_trial(study, storage) for _ in range(2)]
+    assert all(p is not None for p in popped)
+    tags = lambda n: {"role": "trial", "study": "s", "trial_number": n}
+    linked = tracker.start_run("t0", tags=tags(0))
+    popped[0][0].set_user_attr("mlflow_run_id", linked)
+    orphan = tracker.start_run("t1", tags=tags(1))  # killed before the link: only its tags name its trial
+    other = tracker.start_run("replicate", tags={"role": "replicate", "study": "s", "trial_number": 1})
+    time.sleep(2.5)  # no heartbeats: both trials are stale
+    fail_stale_trials(study)
+    assert [tracker.get_run(r).info.status for r in (linked, orphan, other)] == ["FAILED", "FAILED", "RUNNING"]
+    assert tracker.get_run(orphan).data.tags["failure_reason"] == "worker stopped sending heartbeats (killed or lost)"
+    assert sorted(t.state.name for t in study.get_trials()) == ["FAIL", "FAIL", "WAITING", "WAITING"]  # both retried
+
+
 @pytest.mark.slow
 def test_two_invocations_finishing_one_study_never_run_a_replicate_twice(sweep_dir):
     """Replicates, cost timings and the registration are claimed atomically (companion Optuna studies): two real
