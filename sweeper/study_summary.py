@@ -50,8 +50,15 @@ def _history_of_objective(study: optuna.Study, i: int, name: str) -> Any:
     return ovm.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name)
 
 
+def searched_params(study: optuna.Study) -> set[str]:
+    """The parameters the study's completed trials searched (the enqueued baseline has none)."""
+    return {k for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" for k in t.params}
+
+
 def optuna_plots(study: optuna.Study, folder: Path, objective_names: list[str]) -> list[str]:
-    """Optuna's own plots as PNGs; a plot that needs more finished trials is skipped, not faked."""
+    """Optuna's own plots as PNGs; a plot that needs more finished trials, or would say nothing (the importance of
+    the only searched parameter), is skipped, not faked. Skipping that one also spares the sweep scikit-learn's
+    import (``optuna.importance`` imports it even for its default evaluator: ~0.75 s here)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,10 +68,9 @@ def optuna_plots(study: optuna.Study, folder: Path, objective_names: list[str]) 
     made = []
     jobs: list[tuple[str, Callable[[], Any]]] = []
     if len(objective_names) == 1:
-        jobs += [
-            ("optimization_history", lambda: ovm.plot_optimization_history(study, target_name=objective_names[0])),
-            ("param_importances", lambda: ovm.plot_param_importances(study)),
-        ]
+        jobs.append(("optimization_history", lambda: ovm.plot_optimization_history(study, target_name=objective_names[0])))
+        if len(searched_params(study)) >= 2:  # importances are shares of 1: one parameter always gets all of it
+            jobs.append(("param_importances", lambda: ovm.plot_param_importances(study)))
         if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):  # nothing to draw without
             jobs.append(("intermediate_values", lambda: ovm.plot_intermediate_values(study)))
     else:

@@ -68,6 +68,8 @@ def test_compare_sweep_writes_every_output_and_logs_them(compare_dir):
     uri = f"sqlite:///{compare_dir / 'mlruns' / 'mlflow.db'}"
     runs = all_runs(uri)
     parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    plots = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/param_importances.png" in plots  # several searched parameters: the technique and its strengths
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
     reps = [r for r in runs if r.data.tags.get("role") == "replicate"]
     assert len(trials) == 5 and {r.data.tags["technique"] for r in trials} == {"none", "l1", "dropout"}
@@ -147,6 +149,20 @@ def test_report_bad_inputs_write_nothing(compare_dir, monkeypatch, capsys, tmp_p
     assert not (tmp_path / "r").exists()
     assert main(sweep_args("compare", "sweep.techniques=[l1,magic]")) == 2
     assert "sweep.techniques: 'magic'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names,expected", [(["p"], False), (["p", "lr"], True)])
+def test_importance_plot_only_when_several_parameters_were_searched(tmp_path, names, expected):
+    # importances are shares of 1: the only searched parameter (the dropout question) always gets all of it
+    import optuna
+
+    from sweeper.study_summary import optuna_plots
+
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: sum(t.suggest_float(n, 0, 1) for n in names), n_trials=6)
+    made = optuna_plots(study, tmp_path, ["val_acc"])
+    assert ("param_importances" in made) is expected and "optimization_history" in made
+    assert (tmp_path / "param_importances.png").exists() is expected
 
 
 def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, capsys, mlflow_template):
