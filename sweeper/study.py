@@ -150,7 +150,7 @@ def open_study(
             study.set_metric_names([m for m, _ in objs])  # optuna-dashboard shows val_acc, not "Objective 0"
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    parent = _ensure_setup(study, cfg, space, tracker, url)
+    parent = _ensure_setup(study, cfg, space, tracker, url, storage)
     _close_orphan_runs(study, tracker)
     return study, parent
 
@@ -178,14 +178,33 @@ def describe(cfg: DictConfig, space: dict[str, SearchParam]) -> str:
     )
 
 
-def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], tracker: Tracker, url: str) -> str:
-    """Parent MLflow run and the trial slots; the creator does it, joiners wait for it (idempotent)."""
-    deadline = time.monotonic() + 30
-    while "sweeper_ready" not in study.user_attrs and time.monotonic() < deadline:
-        if "sweeper_setup_by" not in study.user_attrs:
-            study.set_user_attr("sweeper_setup_by", f"{os.uname().nodename}:{os.getpid()}")
-            break
-        time.sleep(0.5)
+def first_to_create(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """True in exactly one of the processes that ask, however many ask at once: the one whose creation of the
+    (empty) companion study ``name`` succeeded; study names are unique in a storage, so creation is atomic."""
+    try:
+        storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], name)
+        return True
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+
+
+def _ensure_setup(
+    study: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], tracker: Tracker, url: str, storage: optuna.storages.BaseStorage
+) -> str:
+    """Parent MLflow run and the trial slots, set up by exactly one of the processes that open the study together
+    (``first_to_create``: creating a companion study is atomic); the others wait for its ``sweeper_ready_slots`` mark.
+    Reading an attribute and then setting it was not atomic: two workers starting together both set the study up,
+    each queued slots (9 trials for sweep.n_trials=5) and each created a parent run. A setup whose process died
+    before its mark is finished by the next process after 30 s."""
+    n = config_mod.n_trials(cfg.sweep)
+    if not first_to_create(storage, f"{study.study_name}.setup.n{n}"):
+        deadline = time.monotonic() + 30
+        while study.user_attrs.get("sweeper_ready_slots") != n and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if study.user_attrs.get("sweeper_ready_slots") != n:
+            print(f"note: the setup of study {study.study_name} did not finish within 30 s; finishing it here", file=sys.stderr)
+    if study.user_attrs.get("sweeper_ready_slots") != n:
+        study.set_user_attr("sweeper_setup_by", f"{os.uname().nodename}:{os.getpid()}")
     attrs = study.user_attrs
     parent = attrs.get("mlflow_parent_run_id")
     if not parent:
@@ -221,6 +240,7 @@ def _ensure_setup(study: optuna.Study, cfg: DictConfig, space: dict[str, SearchP
             "claim_reference": cfg.sweep.claim_reference or "",
         },
     )
-    _top_up_slots(study, cfg.sweep)
-    study.set_user_attr("sweeper_ready", True)
+    if study.user_attrs.get("sweeper_ready_slots") != n:
+        _top_up_slots(study, cfg.sweep)
+        study.set_user_attr("sweeper_ready_slots", n)
     return str(parent)

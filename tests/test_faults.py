@@ -174,7 +174,11 @@ def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_
     stalled = _running_trial_of(storage, "dropout", victim.pid)
     assert stalled is not None, "worker A never started a trial"
     os.kill(victim.pid, signal.SIGSTOP)
-    time.sleep(12)  # grace_period=4: B fails and retries A's trial meanwhile
+    # grace_period=4: B fails and retries A's trial meanwhile, when it looks between two of its own trials (a fixed
+    # 12 s wait was too short once, on a loaded machine: B was still inside one trial and A woke owning its trial)
+    deadline = time.time() + 120
+    while time.time() < deadline and load_study(storage, "dropout").trials[stalled.number].state.name != "FAIL":
+        time.sleep(0.5)
     os.kill(victim.pid, signal.SIGCONT)
     for p in procs:
         p.wait(timeout=240)
@@ -293,6 +297,39 @@ def test_a_run_whose_link_never_reached_its_trial_is_closed_when_the_trial_goes_
     assert [tracker.get_run(r).info.status for r in (linked, orphan, other)] == ["FAILED", "FAILED", "RUNNING"]
     assert tracker.get_run(orphan).data.tags["failure_reason"] == "worker stopped sending heartbeats (killed or lost)"
     assert sorted(t.state.name for t in study.get_trials()) == ["FAIL", "FAIL", "WAITING", "WAITING"]  # both retried
+
+
+def test_processes_opening_a_new_study_together_set_it_up_once(sweep_dir):
+    # reading "set up yet?" and then marking it was not atomic: two workers starting together both queued the slots
+    # (9 trials for sweep.n_trials=5) and both created a parent run (seen in CI: two server workers). Threads with
+    # their own stores stand in for the processes; a barrier makes them open the study at the same moment.
+    import threading
+
+    from sweeper import config
+    from sweeper.study import open_study, slots
+    from sweeper.worker import study_context
+
+    cfg = config.load(sweep_args("dropout", "sweep.n_trials=5"))
+    contexts = [study_context(cfg) for _ in range(4)]
+    barrier, parents, errors = threading.Barrier(len(contexts)), [], []
+
+    def join(ctx):
+        barrier.wait()
+        try:
+            parents.append(open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)[1])
+        except Exception as exc:  # pragma: no cover (shown by the assert below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=join, args=(ctx,)) for ctx in contexts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(parents)) == 1
+    study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
+    assert len(slots(study.trials)) == 5 and [t.user_attrs["slot"] for t in study.trials] == list(range(5))
+    runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    assert [r.info.run_id for r in runs if r.data.tags.get("role") == "study"] == parents[:1]
 
 
 @pytest.mark.slow
