@@ -24,6 +24,7 @@ from . import config as config_mod
 from .errors import ConfigError
 from .masking import mask
 from .search_space import SearchParam, signature
+from .seeded_sampler import TrialSeededSampler
 from .tracking import Tracker, close_runs
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -31,28 +32,37 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 # --- sampler and pruner --------------------------------------------------------------------------
 def make_sampler(sweep: Any, space: dict[str, SearchParam], multi: bool) -> optuna.samplers.BaseSampler:
+    """The configured sampler; with a seed, seeded per trial (``seeded_sampler``: workers must not draw alike). The
+    grid sampler is not: its seed fixes the grid's order, which every worker must share (it hands out grid points by
+    trial number, so its workers do not draw alike anyway)."""
     s = sweep.sampler
-    seed = s.seed
-    if s.name == "tpe":
-        # constant_liar: trials running in parallel count as bad, so workers do not sample near-duplicates
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True)
-    if s.name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if s.name == "grid":
-        grid: dict[str, list[Any]] = {}
-        for p in space.values():
-            d: Any = p.distribution
-            grid[p.name] = (
-                list(d.choices) if hasattr(d, "choices") else [d.low + i * d.step for i in range(int(round((d.high - d.low) / d.step)) + 1)]
+    if s.name == "cmaes" and multi:
+        raise ConfigError("sweep.sampler.name", s.name, "cmaes is single-objective; use tpe or nsga2")
+    grid: dict[str, list[Any]] = {}
+    for p in space.values() if s.name == "grid" else ():
+        d: Any = p.distribution
+        steps = 0 if hasattr(d, "choices") else int(round((d.high - d.low) / d.step))
+        grid[p.name] = list(d.choices) if hasattr(d, "choices") else [d.low + i * d.step for i in range(steps + 1)]
+
+    def make(seed: int | None) -> optuna.samplers.BaseSampler:
+        if s.name == "tpe":
+            # constant_liar: trials running in parallel count as bad, so workers do not sample near-duplicates
+            return optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=s.n_startup_trials, multivariate=True, group=True, constant_liar=True
             )
-        return optuna.samplers.GridSampler(grid, seed=seed)
-    if s.name == "cmaes":
-        if multi:
-            raise ConfigError("sweep.sampler.name", s.name, "cmaes is single-objective; use tpe or nsga2")
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False)
-    if s.name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
-    return optuna.samplers.NSGAIISampler(seed=seed)
+        if s.name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if s.name == "grid":
+            return optuna.samplers.GridSampler(grid, seed=seed)
+        if s.name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=s.n_startup_trials, warn_independent_sampling=False)
+        if s.name == "gp":
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+        return optuna.samplers.NSGAIISampler(seed=seed)
+
+    if s.seed is None or s.name == "grid":  # the grid's seed shuffles the grid: every worker needs the same order
+        return make(s.seed)
+    return TrialSeededSampler(make, int(s.seed))
 
 
 def make_pruner(sweep: Any, max_epochs: int) -> optuna.pruners.BasePruner:
