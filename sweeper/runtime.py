@@ -19,10 +19,13 @@ def lightning() -> ModuleType:
     engine trains without it). Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import so CUDA checks avoid fork
     poisoning; on a CUDA build without a GPU it makes every optimizer step re-probe NVML (torch.optim's
     graph-capture check). We never fork after CUDA init (workers are spawned), so the plain runtime check is safe
-    and much cheaper: the variable is removed again after the import."""
+    and much cheaper: the variable is removed again after the import. Lightning also sets its loggers to INFO when
+    it is imported, after ``setup`` quieted them, so every one-model trial printed "GPU available: False ..." and a
+    tip (twice: once more through the root logger): they are quieted again here."""
     import lightning.pytorch as pl
 
     os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    quiet_libraries()
     return pl
 
 

@@ -31,6 +31,8 @@ def test_cli_run_records_every_metric_params_and_config(tmp_path, mlflow_uri):
     proc = run_cli(tiny("trainer.max_epochs=3", "regularizer=[dropout,l2]"), cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_uri})
     assert proc.returncode == 0, proc.stderr
     assert "completed" in proc.stdout and "test_acc" in proc.stdout
+    # Lightning sets its loggers to INFO when imported (after start-up quieted them): no "GPU available" lines
+    assert "GPU available" not in proc.stdout + proc.stderr and "litlogger" not in proc.stdout + proc.stderr
     runs = all_runs(mlflow_uri)
     assert len(runs) == 1
     run = runs[0]
