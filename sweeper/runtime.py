@@ -40,6 +40,11 @@ def setup() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # MLflow sets its loggers to INFO when imported, which happens after this (lazily, where tracking starts), so
+    # quiet_libraries below cannot hold them: its system-metrics monitor printed three INFO lines per sweep, and in
+    # server mode every closed run printed its URL. MLflow reads its level from this variable at import.
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):  # empty counts as unset, as MLflow reads it
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
     quiet_libraries()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

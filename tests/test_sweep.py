@@ -43,10 +43,14 @@ def check_links(study, uri, n_trials):
 
 def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     # an interval longer than this sweep: the system metrics below are the closing sample (Tracker.system_metrics)
-    proc = run_cli(sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=60"), cwd=sweep_dir)
+    # MLFLOW_LOGGING_LEVEL empty (as unset): an in-process test before this one may have set it in the environment
+    args = sweep_args("dropout", "sweep.n_trials=4", "tracking.system_metrics_interval=60")
+    proc = run_cli(args, cwd=sweep_dir, env={"MLFLOW_LOGGING_LEVEL": ""})
     assert proc.returncode == 0, proc.stderr
     assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
     assert "sweep.population=auto: 8 trial(s) at once per worker on cpu" in proc.stdout  # the default trains populations
+    # the libraries' INFO logs (MLflow's system-metrics monitor, Lightning's banner) stay out of the terminal
+    assert not [line for line in (proc.stdout + proc.stderr).splitlines() if " INFO " in line or "GPU available" in line]
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
     uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
     parent, children = check_links(study, uri, 4)
