@@ -67,6 +67,12 @@ def _guard(method):
     return wrapper
 
 
+def _dataset_insert_race(exc: Exception) -> bool:
+    """A concurrent insert of the same dataset (PostgreSQL's dataset_pk, SQLite's UNIQUE on datasets)."""
+    text = str(exc)
+    return "dataset_pk" in text or "UNIQUE constraint failed: datasets" in text
+
+
 class Tracker:
     """One MLflow experiment in one tracking store."""
 
@@ -196,7 +202,17 @@ class Tracker:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         dataset = Dataset(name=name, digest=digest, source_type="sweeper", source=json.dumps({"uri": source}), profile=json.dumps(profile))
-        self.client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        for attempt in range(3):
+            try:
+                self.client.log_inputs(run_id, inputs)
+                return
+            except MlflowException as exc:
+                # MLflow looks the dataset up, then inserts it: workers logging the same new dataset at once lose the
+                # race with a unique violation (the whole call rolled back); again, the dataset exists and is linked
+                if attempt == 2 or not _dataset_insert_race(exc):
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @_guard
     def describe_experiment(self, text: str) -> None:

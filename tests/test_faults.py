@@ -333,6 +333,38 @@ def test_processes_opening_a_new_study_together_set_it_up_once(sweep_dir):
 
 
 @pytest.mark.slow
+def test_workers_logging_the_same_new_dataset_at_once_do_not_fail(pg_database):
+    # MLflow's log_inputs looks the dataset up, then inserts it: two workers whose first trials logged the same new
+    # dataset together failed one of them with "duplicate key value violates unique constraint dataset_pk" (seen in
+    # CI: the Slurm test's second task died joining its first trial). Threads with their own runs, a barrier per round
+    import threading
+
+    from sweeper.tracking import Tracker
+
+    tracker = Tracker(pg_database.replace("postgresql://", "postgresql+psycopg2://"), "datasets")
+    errors: list[Exception] = []
+    for round_ in range(5):
+        runs = [tracker.start_run(f"r{round_}.{i}") for i in range(4)]
+        barrier = threading.Barrier(len(runs))
+
+        def log(run_id: str, digest: str = f"d{round_}", barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                tracker.log_dataset(run_id, "digits", digest, "sklearn.datasets.load_digits", {"train": 1})
+            except Exception as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        for r in runs:  # every run has its input, all of them the one dataset
+            assert [i.dataset.digest for i in tracker.get_run(r).inputs.dataset_inputs] == [f"d{round_}"]
+
+
+@pytest.mark.slow
 def test_two_invocations_finishing_one_study_never_run_a_replicate_twice(sweep_dir):
     """Replicates, cost timings and the registration are claimed atomically (companion Optuna studies): two real
     processes that reach replication together split the work and never repeat a (configuration, seed)."""
