@@ -185,23 +185,27 @@ def open_run(
             reason = ABANDONED if isinstance(exc, UpdateFinishedTrialError) else f"{type(exc).__name__} before training"
             close_run(tracker, run_id, "killed" if interrupted else "abandoned", "KILLED" if interrupted else "FAILED", reason, None, 0)
             raise
-    tracker.log_params(run_id, flat_params(cfg))
-    s = prepared.splits
-    tracker.log_dataset(
-        run_id,
-        cfg.data.name,
-        s.digest(),
-        data_source(cfg.data),
-        {
-            "train": len(s.y_train),
-            "val": len(s.y_val),
-            "test": len(s.y_test),
-            "train_fraction": float(cfg.data.train_fraction),
-            "split_seed": int(cfg.data.split_seed),
-            "classes": s.n_classes,
-        },
-    )
-    tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+    try:  # Ctrl-C while the run's params, dataset and config are logged: the caller never gets the run to close
+        tracker.log_params(run_id, flat_params(cfg))
+        s = prepared.splits
+        tracker.log_dataset(
+            run_id,
+            cfg.data.name,
+            s.digest(),
+            data_source(cfg.data),
+            {
+                "train": len(s.y_train),
+                "val": len(s.y_val),
+                "test": len(s.y_test),
+                "train_fraction": float(cfg.data.train_fraction),
+                "split_seed": int(cfg.data.split_seed),
+                "classes": s.n_classes,
+            },
+        )
+        tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
+    except KeyboardInterrupt:
+        close_run(tracker, run_id, "killed", "KILLED", "interrupted (Ctrl-C)", None, 0)
+        raise
     return run_id
 
 
@@ -254,15 +258,6 @@ def run_trial(
     epoch_logger: EpochLogger | None = None
     history = History()
     all_callbacks: list = [history]
-    if tracker is not None:
-        run_id = open_run(tracker, cfg, prepared, run_name, parent_run_id, tags, on_run_created)
-        epoch_logger = EpochLogger(tracker, run_id)
-        all_callbacks.append(epoch_logger)
-    es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
-    all_callbacks += es_callbacks + list(callbacks or [])
-    if tracker is not None and run_id is not None and cfg.trainer.checkpoint_every:  # last: after every state update
-        all_callbacks.append(MlflowCheckpoint(tracker, run_id, int(cfg.trainer.checkpoint_every), epoch_logger))
-    es = es_callbacks[0] if es_callbacks else None
 
     def finish(status: str, mlflow_status: str, reason: str | None = None, metrics=None) -> TrialResult:
         if tracker is not None and run_id is not None and status == "completed" and before_end is not None:
@@ -271,10 +266,22 @@ def run_trial(
             close_run(tracker, run_id, status, mlflow_status, reason, metrics, len(history.epochs))
         return TrialResult(status, metrics or {}, history.epochs, reason, run_id, epoch_seconds=history.seconds)
 
-    trainer = _trainer(cfg, all_callbacks)
+    if tracker is not None:
+        run_id = open_run(tracker, cfg, prepared, run_name, parent_run_id, tags, on_run_created)  # closes it on Ctrl-C
+    # from here on a Ctrl-C anywhere closes the run KILLED and propagates; building the Trainer (~0.1 s) was outside
+    # this block, and a Ctrl-C there (just as the next trial starts: the resume test's moment) left the run RUNNING
     try:
+        if tracker is not None and run_id is not None:
+            epoch_logger = EpochLogger(tracker, run_id)
+            all_callbacks.append(epoch_logger)
+        es_callbacks = [cb for r in prepared.regularizers for cb in r.callbacks()]
+        all_callbacks += es_callbacks + list(callbacks or [])
+        if tracker is not None and run_id is not None and cfg.trainer.checkpoint_every:  # last: after every state update
+            all_callbacks.append(MlflowCheckpoint(tracker, run_id, int(cfg.trainer.checkpoint_every), epoch_logger))
+        es = es_callbacks[0] if es_callbacks else None
+        trainer = _trainer(cfg, all_callbacks)
         return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from)
-    except KeyboardInterrupt:  # anywhere after the run exists: close it KILLED, then propagate
+    except KeyboardInterrupt:
         finish("killed", "KILLED", "interrupted (Ctrl-C)")
         raise
 

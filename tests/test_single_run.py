@@ -130,3 +130,27 @@ def test_a_run_whose_link_cannot_be_recorded_is_closed_not_left_running(mlflow_u
     assert run.info.status == status
     if status == "FAILED":
         assert run.data.tags["failure_reason"] == ABANDONED
+
+
+@pytest.mark.parametrize("where", ["log_params", "log_dataset", "log_text", "trainer"])
+def test_ctrl_c_while_a_trial_starts_closes_its_run_killed(mlflow_uri, monkeypatch, where):
+    """Ctrl-C after the run exists and before training (raised at that call, as the SIGINT handler would): the run
+    was left RUNNING, since only training was inside run_trial's Ctrl-C block (seen in the interrupt-and-resume test:
+    its SIGINT comes just as the next trial starts)."""
+    from sweeper import config, trial
+    from sweeper.tracking import Tracker
+
+    cfg = config.load(tiny())
+    tracker = Tracker(mlflow_uri, "starts")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "trainer":
+        monkeypatch.setattr(trial, "_trainer", interrupted)
+    else:
+        monkeypatch.setattr(tracker, where, interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trial.run_trial(cfg, tracker, tags={"role": "trial"})
+    (run,) = all_runs(mlflow_uri)
+    assert (run.info.status, run.data.tags["state"], run.data.tags["failure_reason"]) == ("KILLED", "killed", "interrupted (Ctrl-C)")
