@@ -18,6 +18,27 @@ from sweeper.__main__ import main
 SQLITE_GARBAGE = b"\x00\x13not a database at all\xff" * 50
 
 
+def _at_once(job, items: list) -> list[Exception]:
+    """``job(item)`` for every item, each in its own thread, all released together by a barrier; the exceptions."""
+    import threading
+
+    barrier, errors = threading.Barrier(len(items)), []
+
+    def run(item):
+        barrier.wait()
+        try:
+            job(item)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def _one_line_error(capsys, *needles: str) -> str:
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: "), err
@@ -303,28 +324,14 @@ def test_processes_opening_a_new_study_together_set_it_up_once(sweep_dir):
     # reading "set up yet?" and then marking it was not atomic: two workers starting together both queued the slots
     # (9 trials for sweep.n_trials=5) and both created a parent run (seen in CI: two server workers). Threads with
     # their own stores stand in for the processes; a barrier makes them open the study at the same moment.
-    import threading
-
     from sweeper import config
     from sweeper.study import open_study, slots
     from sweeper.worker import study_context
 
     cfg = config.load(sweep_args("dropout", "sweep.n_trials=5"))
     contexts = [study_context(cfg) for _ in range(4)]
-    barrier, parents, errors = threading.Barrier(len(contexts)), [], []
-
-    def join(ctx):
-        barrier.wait()
-        try:
-            parents.append(open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)[1])
-        except Exception as exc:  # pragma: no cover (shown by the assert below)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=join, args=(ctx,)) for ctx in contexts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    parents: list[str] = []
+    errors = _at_once(lambda ctx: parents.append(open_study(cfg, ctx.space, ctx.url, ctx.tracker, ctx.storage)[1]), contexts)
     assert not errors and len(set(parents)) == 1
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
     assert len(slots(study.trials)) == 5 and [t.user_attrs["slot"] for t in study.trials] == list(range(5))
@@ -337,28 +344,13 @@ def test_workers_logging_the_same_new_dataset_at_once_do_not_fail(pg_database):
     # MLflow's log_inputs looks the dataset up, then inserts it: two workers whose first trials logged the same new
     # dataset together failed one of them with "duplicate key value violates unique constraint dataset_pk" (seen in
     # CI: the Slurm test's second task died joining its first trial). Threads with their own runs, a barrier per round
-    import threading
-
     from sweeper.tracking import Tracker
 
     tracker = Tracker(pg_database.replace("postgresql://", "postgresql+psycopg2://"), "datasets")
-    errors: list[Exception] = []
     for round_ in range(5):
         runs = [tracker.start_run(f"r{round_}.{i}") for i in range(4)]
-        barrier = threading.Barrier(len(runs))
-
-        def log(run_id: str, digest: str = f"d{round_}", barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            try:
-                tracker.log_dataset(run_id, "digits", digest, "sklearn.datasets.load_digits", {"train": 1})
-            except Exception as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=log, args=(r,)) for r in runs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        digest = f"d{round_}"
+        errors = _at_once(lambda run_id: tracker.log_dataset(run_id, "digits", digest, "sklearn.datasets.load_digits", {"train": 1}), runs)  # noqa: B023
         assert not errors, errors[0]
         for r in runs:  # every run has its input, all of them the one dataset
             assert [i.dataset.digest for i in tracker.get_run(r).inputs.dataset_inputs] == [f"d{round_}"]
