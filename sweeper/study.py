@@ -31,6 +31,13 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 # --- sampler and pruner --------------------------------------------------------------------------
+def _grid_values(d: Any) -> list[Any]:
+    """Every value of a grid axis: the choices, or low, low + step, ..., high."""
+    if hasattr(d, "choices"):
+        return list(d.choices)
+    return [d.low + i * d.step for i in range(int(round((d.high - d.low) / d.step)) + 1)]
+
+
 def make_sampler(sweep: Any, space: dict[str, SearchParam], multi: bool) -> optuna.samplers.BaseSampler:
     """The configured sampler; with a seed, seeded per trial (``seeded_sampler``: workers must not draw alike). The
     grid sampler is not: its seed fixes the grid's order, which every worker must share (it hands out grid points by
@@ -38,11 +45,7 @@ def make_sampler(sweep: Any, space: dict[str, SearchParam], multi: bool) -> optu
     s = sweep.sampler
     if s.name == "cmaes" and multi:
         raise ConfigError("sweep.sampler.name", s.name, "cmaes is single-objective; use tpe or nsga2")
-    grid: dict[str, list[Any]] = {}
-    for p in space.values() if s.name == "grid" else ():
-        d: Any = p.distribution
-        steps = 0 if hasattr(d, "choices") else int(round((d.high - d.low) / d.step))
-        grid[p.name] = list(d.choices) if hasattr(d, "choices") else [d.low + i * d.step for i in range(steps + 1)]
+    grid = {p.name: _grid_values(p.distribution) for p in space.values()} if s.name == "grid" else {}
 
     def make(seed: int | None) -> optuna.samplers.BaseSampler:
         if s.name == "tpe":
@@ -207,15 +210,17 @@ def _ensure_setup(
     each queued slots (9 trials for sweep.n_trials=5) and each created a parent run. A setup whose process died
     before its mark is finished by the next process after 30 s."""
     n = config_mod.n_trials(cfg.sweep)
+    attrs = study.user_attrs
     if not first_to_create(storage, f"{study.study_name}.setup.n{n}"):
         deadline = time.monotonic() + 30
-        while study.user_attrs.get("sweeper_ready_slots") != n and time.monotonic() < deadline:
+        while attrs.get("sweeper_ready_slots") != n and time.monotonic() < deadline:
             time.sleep(0.5)
-        if study.user_attrs.get("sweeper_ready_slots") != n:
+            attrs = study.user_attrs
+        if attrs.get("sweeper_ready_slots") != n:
             print(f"note: the setup of study {study.study_name} did not finish within 30 s; finishing it here", file=sys.stderr)
-    if study.user_attrs.get("sweeper_ready_slots") != n:
+    ready = attrs.get("sweeper_ready_slots") == n
+    if not ready:
         study.set_user_attr("sweeper_setup_by", f"{os.uname().nodename}:{os.getpid()}")
-    attrs = study.user_attrs
     parent = attrs.get("mlflow_parent_run_id")
     if not parent:
         sw = cfg.sweep
@@ -250,7 +255,7 @@ def _ensure_setup(
             "claim_reference": cfg.sweep.claim_reference or "",
         },
     )
-    if study.user_attrs.get("sweeper_ready_slots") != n:
+    if not ready:
         _top_up_slots(study, cfg.sweep)
         study.set_user_attr("sweeper_ready_slots", n)
     return str(parent)

@@ -12,6 +12,7 @@ from typing import Any
 
 import optuna
 from omegaconf import DictConfig
+from optuna.trial import FrozenTrial
 
 from . import config as config_mod
 from .progress import table
@@ -50,9 +51,9 @@ def _history_of_objective(study: optuna.Study, i: int, name: str) -> Any:
     return ovm.plot_optimization_history(study, target=lambda t: t.values[i], target_name=name)
 
 
-def searched_params(study: optuna.Study) -> set[str]:
-    """The parameters the study's completed trials searched (the enqueued baseline has none)."""
-    return {k for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE" for k in t.params}
+def searched_params(trials: list[FrozenTrial]) -> set[str]:
+    """The parameters the completed trials searched (the enqueued baseline has none)."""
+    return {k for t in trials if t.state.name == "COMPLETE" for k in t.params}
 
 
 def optuna_plots(study: optuna.Study, folder: Path, objective_names: list[str]) -> list[str]:
@@ -67,11 +68,12 @@ def optuna_plots(study: optuna.Study, folder: Path, objective_names: list[str]) 
 
     made = []
     jobs: list[tuple[str, Callable[[], Any]]] = []
+    trials = study.get_trials(deepcopy=False)
     if len(objective_names) == 1:
         jobs.append(("optimization_history", lambda: ovm.plot_optimization_history(study, target_name=objective_names[0])))
-        if len(searched_params(study)) >= 2:  # importances are shares of 1: one parameter always gets all of it
+        if len(searched_params(trials)) >= 2:  # importances are shares of 1: one parameter always gets all of it
             jobs.append(("param_importances", lambda: ovm.plot_param_importances(study)))
-        if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):  # nothing to draw without
+        if any(t.intermediate_values for t in trials):  # nothing to draw without
             jobs.append(("intermediate_values", lambda: ovm.plot_intermediate_values(study)))
     else:
         for i, name in enumerate(objective_names):

@@ -177,15 +177,11 @@ def open_run(
         tags={"technique": prepared.technique, "state": "running", **tags},
         parent_run_id=parent_run_id,
     )
-    if on_run_created:  # first, so the link exists even if the next calls fail
-        try:
+    linked = False
+    try:
+        if on_run_created:  # first, so the link exists even if the next calls fail
             on_run_created(run_id)
-        except BaseException as exc:  # no link, so nobody else can close the run: close it here (taken over, Ctrl-C)
-            interrupted = isinstance(exc, KeyboardInterrupt)
-            reason = ABANDONED if isinstance(exc, UpdateFinishedTrialError) else f"{type(exc).__name__} before training"
-            close_run(tracker, run_id, "killed" if interrupted else "abandoned", "KILLED" if interrupted else "FAILED", reason, None, 0)
-            raise
-    try:  # Ctrl-C while the run's params, dataset and config are logged: the caller never gets the run to close
+        linked = True
         tracker.log_params(run_id, flat_params(cfg))
         s = prepared.splits
         tracker.log_dataset(
@@ -203,8 +199,13 @@ def open_run(
             },
         )
         tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the caller never gets the run to close, linked or not
         close_run(tracker, run_id, "killed", "KILLED", "interrupted (Ctrl-C)", None, 0)
+        raise
+    except BaseException as exc:
+        if not linked:  # no link, so nobody else can ever close the run (e.g. the trial was taken over meanwhile)
+            reason = ABANDONED if isinstance(exc, UpdateFinishedTrialError) else f"{type(exc).__name__} before training"
+            close_run(tracker, run_id, "abandoned", "FAILED", reason, None, 0)
         raise
     return run_id
 
