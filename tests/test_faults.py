@@ -340,6 +340,26 @@ def test_processes_opening_a_new_study_together_set_it_up_once(sweep_dir):
 
 
 @pytest.mark.slow
+def test_invocations_publishing_one_report_at_once_all_succeed_and_leave_one_whole_report(tmp_path):
+    # two workers finishing one study write its report together; "remove, then rename" failed one of them in CI
+    from sweeper.report.build import publish
+
+    final = tmp_path / "dropout"
+
+    def job(writer):
+        for n in range(25):
+            tmp = tmp_path / f".report-{writer}-{n}"
+            tmp.mkdir()
+            for name in ("report.md", "report.html", "report.csv", "learning_curves.png"):
+                (tmp / name).write_text(f"{writer}-{n}")
+            publish(tmp, final)
+
+    assert _at_once(job, [0, 1, 2, 3]) == []
+    assert {f.name for f in final.iterdir()} == {"report.md", "report.html", "report.csv", "learning_curves.png"}
+    assert len({f.read_text() for f in final.iterdir()}) == 1  # one writer's whole report, not a mix
+    assert [p.name for p in tmp_path.iterdir()] == ["dropout"]  # nothing set aside is left behind
+
+
 def test_workers_logging_the_same_new_dataset_at_once_do_not_fail(pg_database):
     # MLflow's log_inputs looks the dataset up, then inserts it: two workers whose first trials logged the same new
     # dataset together failed one of them with "duplicate key value violates unique constraint dataset_pk" (seen in

@@ -183,7 +183,7 @@ def test_two_independent_workers_on_postgresql(sweep_dir, pg_database):
     args = sweep_args("dropout", "sweep.n_trials=6", f"storage={pg_database}")
     procs = [_start(args, sweep_dir), _start(args, sweep_dir)]
     outs = [p.communicate(timeout=240) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
     study = load_study(pg_database, "dropout")
     check_links(study, f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 6)
     assert len({t.number for t in study.trials}) == 6

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,29 @@ from .plots import make_plots
 from .recommend import _small_data, accuracy_choice, recommend
 from .render import render, search_rows, seed_rows
 from .rows import Row, axis_table, build_rows
+
+
+def publish(tmp: Path, final: Path, tries: int = 50) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing what is there. Two invocations finishing one study
+    write its report at the same moment (from the same runs); "remove, then rename" failed one of them (the other
+    had removed a file first, or renamed its own folder in between: 'Directory not empty'). Here each moves the old
+    folder aside under a name of its own (already gone: someone else moved it) and renames again when another
+    folder took the place in between; the last rename wins, and every reader sees a whole report."""
+    for _ in range(tries):
+        aside = final.parent / f".old-{final.name}-{uuid.uuid4().hex}"
+        try:
+            os.rename(final, aside)
+        except FileNotFoundError:
+            pass
+        try:
+            os.rename(tmp, final)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
+    raise OSError(f"report folder {final}: still replaced by other writers after {tries} tries")
 
 
 @dataclass
@@ -47,13 +72,11 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     try:
         plots = make_plots(data, rows, axis_rows, tmp)
         render(data, rows, axis_rows, recs, plots, tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if log_to_parent:  # from the private folder: once published, another invocation may swap it out
+            for f in sorted(tmp.iterdir()):
+                tracker.log_artifact(data.parent.info.run_id, f, "report")
+        publish(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if log_to_parent:
-        for f in sorted(final.iterdir()):
-            tracker.log_artifact(data.parent.info.run_id, f, "report")
     return Report(final, rows, axis_rows, recs, plots, choice, None if rows or axis_rows else search_rows(data), seed_rows(data))
