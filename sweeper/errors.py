@@ -27,8 +27,15 @@ class TrackingUnavailable(StoreUnavailable):
     """The MLflow tracking server stopped answering, or the MLflow store cannot be written."""
 
 
+LOCKED = (
+    "database is locked: another process held the SQLite store's write lock past the busy timeout (Optuna 60 s, "
+    "MLflow 20 s), e.g. a worker stopped or frozen in the middle of a write"
+)
+
+
 def write_failure(exc: BaseException | None) -> str | None:
-    """Why a store write failed, when the disk is read-only or full (any store, any layer; follows the causes)."""
+    """Why a store write failed, when the disk is read-only or full, or a local SQLite store stayed locked past its
+    busy timeout (any store, any layer; follows the causes)."""
     import errno
 
     seen = 0
@@ -36,6 +43,8 @@ def write_failure(exc: BaseException | None) -> str | None:
         if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
             return exc.strerror or str(exc)
         text = str(exc).lower()
+        if "database is locked" in text:
+            return LOCKED
         for marker in (
             "readonly database",
             "read-only file system",

@@ -128,3 +128,28 @@ def sweep_args(name: str = "dropout", *extra: str) -> list[str]:
         "sweep.grace_period=4",
         *extra,
     ]
+
+
+def check_links(study, uri, n_trials):
+    """Exactly n_trials finished slots, each 1:1 with a child run under the one parent run."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials()
+    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    live = [t for t in trials if t.number not in replaced]
+    assert len(live) == n_trials
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in live), [t.state for t in live]
+    runs = all_runs(uri)
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("role") == "trial"}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children.values())
+    for t in live:
+        run = children[t.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["trial_number"] == str(t.number)
+        assert run.data.tags["study"] == study.study_name
+        assert run.data.tags["state"] == ("completed" if t.state == TrialState.COMPLETE else "pruned")
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return parent, children

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import all_runs, load_study, run_cli, sweep_args
+from conftest import all_runs, check_links, load_study, run_cli, sweep_args
 
 from sweeper.__main__ import main
 
@@ -174,6 +174,32 @@ def _running_trial_of(storage: str, name: str, pid: int):
     return next((t for t in study.trials if t.state.name == "RUNNING" and t.user_attrs.get("worker", "").endswith(f":{pid}")), None)
 
 
+def _freeze_outside_a_write(pid: int, stores: list[Path]) -> None:
+    """SIGSTOP ``pid`` at a moment it holds no store's write lock. Frozen inside a write transaction, it would block
+    every other writer of these SQLite stores: they stop after the busy timeout, exit 3 (that case is
+    test_a_store_locked_past_its_busy_timeout_stops_with_exit_3_and_resumes_exactly; here, B must go on)."""
+    import sqlite3
+
+    def writable(path: Path) -> bool:
+        con = sqlite3.connect(path, timeout=0.5, isolation_level=None)  # another live writer's short commit may finish
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            con.close()
+
+    for _ in range(50):
+        os.kill(pid, signal.SIGSTOP)
+        if all(writable(p) for p in stores):
+            return
+        os.kill(pid, signal.SIGCONT)  # frozen inside a write: let it finish, try again
+        time.sleep(0.05)
+    raise AssertionError(f"worker {pid} held a store's write lock at each of 50 tries")
+
+
 @pytest.mark.slow
 def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_dir):
     """Worker A is frozen (SIGSTOP) past the grace period mid-trial; worker B fails and retries A's trial; A wakes
@@ -194,7 +220,7 @@ def test_stalled_worker_abandons_its_taken_trial_quietly_and_stores_agree(sweep_
         time.sleep(0.2)
     stalled = _running_trial_of(storage, "dropout", victim.pid)
     assert stalled is not None, "worker A never started a trial"
-    os.kill(victim.pid, signal.SIGSTOP)
+    _freeze_outside_a_write(victim.pid, [sweep_dir / "mlruns" / "optuna.db", sweep_dir / "mlruns" / "mlflow.db"])
     # grace_period=4: B fails and retries A's trial meanwhile, when it looks between two of its own trials (a fixed
     # 12 s wait was too short once, on a loaded machine: B was still inside one trial and A woke owning its trial)
     deadline = time.time() + 120
@@ -469,6 +495,30 @@ def small_disk(tmp_path, mlflow_template):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_store_locked_past_its_busy_timeout_stops_with_exit_3_and_resumes_exactly(sweep_dir):
+    # a worker frozen in the middle of a write holds a local SQLite store's write lock: the other workers wait for the
+    # busy timeout (MLflow's 20 s here) and stop with one line, exit 3 (it was a traceback and exit 1: seen when the
+    # stalled-worker test froze its victim inside a write)
+    import sqlite3
+
+    args = sweep_args("dropout", "sweep.n_trials=2", "sweep.population=1", "sweep.replicates=0")
+    holder = sqlite3.connect(sweep_dir / "mlruns" / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a process stopped inside a transaction keeps it
+    try:
+        proc = run_cli(args, cwd=sweep_dir)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow store sqlite:///") and "cannot be written (database is locked: another process" in last
+    proc = run_cli(args, cwd=sweep_dir)  # the lock is gone: the same command finishes the study exactly
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_links(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout"), f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 2)
 
 
 @pytest.mark.slow
