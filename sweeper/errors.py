@@ -33,6 +33,23 @@ LOCKED = (
 )
 
 
+# what a store's error says -> the reason the one-line error gives
+_WRITE_FAILURES = {
+    "database is locked": LOCKED,
+    **{
+        m: m
+        for m in (
+            "readonly database",
+            "read-only file system",
+            "database or disk is full",
+            "no space left on device",
+            "disk i/o error",
+            "unable to open database file",
+        )
+    },
+}
+
+
 def write_failure(exc: BaseException | None) -> str | None:
     """Why a store write failed, when the disk is read-only or full, or a local SQLite store stayed locked past its
     busy timeout (any store, any layer; follows the causes)."""
@@ -43,18 +60,9 @@ def write_failure(exc: BaseException | None) -> str | None:
         if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EDQUOT):
             return exc.strerror or str(exc)
         text = str(exc).lower()
-        if "database is locked" in text:
-            return LOCKED
-        for marker in (
-            "readonly database",
-            "read-only file system",
-            "database or disk is full",
-            "no space left on device",
-            "disk i/o error",
-            "unable to open database file",
-        ):
+        for marker, reason in _WRITE_FAILURES.items():
             if marker in text:
-                return marker
+                return reason
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
 
