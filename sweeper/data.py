@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import cache_dir
 from .errors import ConfigError
 
 
@@ -51,11 +52,6 @@ class Splits:
             self.input_shape,
             self.n_classes,
         )
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("SWEEPER_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", str(Path.home() / ".cache")), "sweeper")
-    return Path(base)
 
 
 # --- raw loaders: each returns (X float32 [N, ...] scaled to ~[0, 1], y int64 [N]) -------------

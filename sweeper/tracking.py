@@ -18,9 +18,10 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from .cache import cache_dir
 from .errors import TrackingUnavailable, write_failure
 from .masking import mask
-from .stores import ensure_sqlite_dir, sqlite_init_lock, use_wal
+from .stores import ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
 
 _MAX_BATCH = 100
 
@@ -73,6 +74,63 @@ def _dataset_insert_race(exc: Exception) -> bool:
     return "dataset_pk" in text or "UNIQUE constraint failed: datasets" in text
 
 
+def _seed_new_sqlite_store(uri: str) -> None:
+    """A new local store starts as a copy of an empty, fully migrated one kept in the cache folder, one per MLflow
+    version: MLflow builds a new store by running every schema migration since its first release, ~1.6 s on a
+    2-core machine, paid by every new project folder (and every test's store). The copy holds the schema alone
+    (no experiment: MLflow adds its Default experiment, with this store's artifact root, when it opens it).
+    Best effort: without a usable cache MLflow migrates the store itself, as before. Callers hold the store's
+    ``sqlite_init_lock``."""
+    import os
+    import shutil
+    import sqlite3
+
+    import mlflow
+
+    path = sqlite_file(uri)
+    if path is None or path.exists():
+        return
+    template = cache_dir() / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
+    try:
+        if not _usable_template(template):
+            _build_template(template)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.copyfile(template, tmp)
+        os.replace(tmp, path)
+    except (OSError, sqlite3.Error, MlflowException, ImportError, AttributeError):
+        return
+
+
+def _usable_template(template: Path) -> bool:
+    import sqlite3
+
+    if not template.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{template}?mode=ro", uri=True)) as con:
+            return bool(con.execute("SELECT version_num FROM alembic_version").fetchall())
+    except sqlite3.Error:
+        return False
+
+
+def _build_template(template: Path) -> None:
+    """MLflow's own table creation and migrations (``_initialize_tables``) on a private file, renamed into place."""
+    import os
+
+    import sqlalchemy
+    from mlflow.store.db.utils import _initialize_tables
+
+    template.parent.mkdir(parents=True, exist_ok=True)
+    tmp = template.with_name(f".{template.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
+    try:
+        _initialize_tables(engine)
+    finally:
+        engine.dispose()
+    os.replace(tmp, template)
+
+
 class Tracker:
     """One MLflow experiment in one tracking store."""
 
@@ -80,6 +138,7 @@ class Tracker:
         ensure_sqlite_dir(uri)
         self.uri = uri
         with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
+            _seed_new_sqlite_store(uri)
             self.client = MlflowClient(tracking_uri=uri)
             self.experiment_id = self._experiment(experiment, artifact_root, uri)
             use_wal(uri)
