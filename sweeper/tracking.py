@@ -83,7 +83,6 @@ def _seed_new_sqlite_store(uri: str) -> None:
     ``sqlite_init_lock``."""
     import os
     import shutil
-    import sqlite3
 
     import mlflow
 
@@ -91,14 +90,15 @@ def _seed_new_sqlite_store(uri: str) -> None:
     if path is None or path.exists():
         return
     template = cache_dir() / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         if not _usable_template(template):
             _build_template(template)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         shutil.copyfile(template, tmp)
         os.replace(tmp, path)
-    except (OSError, sqlite3.Error, MlflowException, ImportError, AttributeError):
-        return
+    except Exception:  # any failure leaves the store to MLflow, which migrates it (and reports its own errors)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def _usable_template(template: Path) -> bool:
@@ -126,9 +126,10 @@ def _build_template(template: Path) -> None:
     engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
     try:
         _initialize_tables(engine)
+        os.replace(tmp, template)
     finally:
         engine.dispose()
-    os.replace(tmp, template)
+        tmp.unlink(missing_ok=True)
 
 
 class Tracker:
