@@ -29,10 +29,11 @@ DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
 # --- resolution -----------------------------------------------------------------------------------
 def sqlite_file(url: str) -> Path | None:
-    """The database file of a file-backed SQLite URL (``sqlite:///path``); None for other stores and ``:memory:``."""
+    """The database file of a file-backed SQLite URL (``sqlite:///path``, query arguments such as ``?timeout=30``
+    dropped: they are the driver's); None for other stores and ``:memory:``."""
     if not url.startswith("sqlite:///") or ":memory:" in url:
         return None
-    return Path(url[len("sqlite:///") :])
+    return Path(url[len("sqlite:///") :].split("?", 1)[0])
 
 
 def absolute_sqlite(url: str) -> str:

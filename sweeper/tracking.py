@@ -140,9 +140,15 @@ class Tracker:
         self.uri = uri
         with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
             _seed_new_sqlite_store(uri)
-            self.client = MlflowClient(tracking_uri=uri)
+            self.client = self._client(uri)
             self.experiment_id = self._experiment(experiment, artifact_root, uri)
             use_wal(uri)
+
+    @_guard
+    def _client(self, uri: str) -> MlflowClient:
+        """The client opens the store at once (a new one gets its Default experiment written then): a store that
+        cannot be written fails here, named as the MLflow store."""
+        return MlflowClient(tracking_uri=uri)
 
     @_guard
     def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,22 +21,11 @@ def process_setup() -> None:
     runtime.setup()
 
 
-@pytest.fixture(scope="session")
-def mlflow_template(tmp_path_factory) -> Path:
-    """One migrated MLflow SQLite store; each test gets a copy (migrations cost ~1.5 s each)."""
-    from mlflow.tracking import MlflowClient
-
-    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
-    return path
-
-
 @pytest.fixture
-def mlflow_uri(tmp_path, mlflow_template) -> str:
-    dst = tmp_path / "mlruns" / "mlflow.db"
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_template, dst)
-    return f"sqlite:///{dst}"
+def mlflow_uri(tmp_path) -> str:
+    """A new store's URL; the store is created as every new local store is, from the cached migrated schema
+    (``tracking._seed_new_sqlite_store``, built once per test session in ``SWEEPER_CACHE``)."""
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
 def all_runs(uri: str) -> list:
@@ -99,10 +87,14 @@ def pg_database():
 
 
 @pytest.fixture
-def sweep_dir(tmp_path, mlflow_template, monkeypatch) -> Path:
-    """A working directory whose mlruns/ starts with a migrated (empty) MLflow store."""
+def sweep_dir(tmp_path, monkeypatch) -> Path:
+    """A working directory whose mlruns/ holds a new MLflow store, made as a sweep makes one (a copy of the cached
+    migrated schema), so a test can lock or replace it before the sweep opens it."""
+    from sweeper.tracking import _seed_new_sqlite_store
+
     (tmp_path / "mlruns").mkdir()
-    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
+    _seed_new_sqlite_store(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert (tmp_path / "mlruns" / "mlflow.db").exists()
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path

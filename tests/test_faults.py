@@ -479,18 +479,14 @@ def test_checkpointed_trial_killed_mid_training_resumes_from_its_last_checkpoint
 
 
 @pytest.fixture
-def small_disk(tmp_path, mlflow_template):
+def small_disk(tmp_path):
     """A working folder on its own 96 MB tmpfs, which the test can fill up mid-study (a full disk) and free again."""
-    import shutil
-
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
         if os.environ.get("CI"):
             pytest.fail("cannot mount a tmpfs (CI runs as root)")
         pytest.skip("needs root for a tmpfs")
-    (mnt / "mlruns").mkdir()
-    shutil.copy(mlflow_template, mnt / "mlruns" / "mlflow.db")
     try:
         yield mnt
     finally:

@@ -29,11 +29,9 @@ COMPARE = sweep_args(
 
 
 @pytest.fixture(scope="module")
-def compare_dir(tmp_path_factory, mlflow_template):
+def compare_dir(tmp_path_factory):
     """One tiny compare sweep (baseline + 2 techniques x 2 trials, 2 seeds), shared by the tests below."""
     folder = tmp_path_factory.mktemp("compare")
-    (folder / "mlruns").mkdir()
-    shutil.copy(mlflow_template, folder / "mlruns" / "mlflow.db")
     old = os.getcwd()
     os.chdir(folder)
     saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -165,9 +163,7 @@ def test_importance_plot_only_when_several_parameters_were_searched(tmp_path, na
     assert (tmp_path / "param_importances.png").exists() is expected
 
 
-def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, capsys, mlflow_template):
-    (tmp_path / "mlruns").mkdir()
-    shutil.copy(mlflow_template, tmp_path / "mlruns" / "mlflow.db")
+def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     args = sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=empty")

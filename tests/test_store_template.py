@@ -73,3 +73,16 @@ def test_an_existing_store_is_never_replaced(tmp_path, cache):
     run = tracker.start_run("r", tags={}, parent_run_id=None)
     Tracker(f"sqlite:///{db}", "kept")
     assert Tracker(f"sqlite:///{db}", "kept").get_run(run).info.run_id == run
+
+
+def test_a_url_with_driver_arguments_names_the_same_file(tmp_path, cache, monkeypatch):
+    """``sqlite:///.../mlflow.db?timeout=30``: the copy, the creation lock and the WAL switch go to mlflow.db itself
+    (they used to go to a file literally named ``mlflow.db?timeout=30``, and the real store was migrated instead)."""
+    Tracker(f"sqlite:///{tmp_path / 'first.db'}", "e")  # builds the cached schema
+    monkeypatch.setattr(mlflow.store.db.utils, "_initialize_tables", lambda engine: pytest.fail("migrated instead of copied"))
+    folder = tmp_path / "store"
+    tracker = Tracker(f"sqlite:///{folder / 'mlflow.db'}?timeout=30", "e")
+    tracker.start_run("r", tags={}, parent_run_id=None)
+    assert not [p.name for p in folder.iterdir() if "?" in p.name]
+    with sqlite3.connect(folder / "mlflow.db") as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from ..errors import ConfigError
 from ..masking import mask
@@ -21,12 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
     ap.add_argument("--out", default="reports", help="folder for the report (a subfolder per experiment)")
     args = ap.parse_args(argv)
-    from ..stores import DEFAULT_TRACKING, absolute_sqlite
+    from ..stores import DEFAULT_TRACKING, absolute_sqlite, sqlite_file
 
     uri = absolute_sqlite(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
     try:
         check_name("experiment", args.experiment)
-        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).exists():
+        store = sqlite_file(uri)
+        if store is not None and not store.exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
         from mlflow.tracking import MlflowClient
 
