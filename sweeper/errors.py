@@ -36,17 +36,12 @@ LOCKED = (
 # what a store's error says -> the reason the one-line error gives
 _WRITE_FAILURES = {
     "database is locked": LOCKED,
-    **{
-        m: m
-        for m in (
-            "readonly database",
-            "read-only file system",
-            "database or disk is full",
-            "no space left on device",
-            "disk i/o error",
-            "unable to open database file",
-        )
-    },
+    "readonly database": "readonly database",
+    "read-only file system": "read-only file system",
+    "database or disk is full": "database or disk is full",
+    "no space left on device": "no space left on device",
+    "disk i/o error": "disk i/o error",
+    "unable to open database file": "unable to open database file",
 }
 
 

@@ -36,6 +36,11 @@ def sqlite_file(url: str) -> Path | None:
     return Path(url[len("sqlite:///") :].split("?", 1)[0])
 
 
+def artifacts_beside(url: str) -> Path:
+    """Where a local SQLite tracking store keeps its artifacts by default: ``artifacts/`` beside the database file."""
+    return Path(url[len("sqlite:///") :].split("?", 1)[0]).parent / "artifacts"
+
+
 def absolute_sqlite(url: str) -> str:
     """sqlite:///relative/path -> sqlite:////abs/path, resolved against the current directory now."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
@@ -242,7 +247,7 @@ def check_tracking(cfg: DictConfig) -> None:
             ) from None
         return
     check_sqlite_file("tracking.uri", uri, "MLflow tracking store")
-    artifacts = cfg.tracking.artifact_root or str(Path(uri[len("sqlite:///") :]).parent / "artifacts")
+    artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
     if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
 

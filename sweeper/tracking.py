@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from .cache import cache_dir
 from .errors import TrackingUnavailable, write_failure
 from .masking import mask
-from .stores import ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
+from .stores import artifacts_beside, ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
 
 _MAX_BATCH = 100
 
@@ -159,7 +159,7 @@ class Tracker:
         if artifact_root:
             location = artifact_root
         elif uri.startswith("sqlite:///"):  # artifacts beside the database file
-            location = (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
+            location = artifacts_beside(uri).resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location and f"{location}/{name}")
         except MlflowException:  # another worker created it first
