@@ -56,18 +56,18 @@ def one_at_a_time_vs_population(cfgs: list, epochs: int) -> tuple[float, float]:
     return single, time.perf_counter() - t0
 
 
-def core(k: int, epochs: int) -> None:
+def core(k: int, epochs: int, model: str = "mlp") -> None:
     import torch
 
     from sweeper import config, runtime
 
     runtime.setup()
-    base = [f"trainer.max_epochs={epochs}", f"trainer.accelerator={ACCELERATOR}", "regularizer=dropout"]
+    base = [f"model={model}", f"trainer.max_epochs={epochs}", f"trainer.accelerator={ACCELERATOR}", "regularizer=dropout"]
     cfgs = [config.load([*base, f"regularizer.p={0.05 + 0.5 * i / k}", f"seed={i}"]) for i in range(k)]
     single, together = one_at_a_time_vs_population(cfgs, epochs)
     print(
-        f"[core] {k} members x {epochs} epochs, mnist5k, {torch.get_num_threads()} threads: one at a time {single:.1f} s, "
-        f"population {together:.1f} s: {single / together:.2f}x"
+        f"[core] {model}: {k} members x {epochs} epochs, mnist5k, {torch.get_num_threads()} threads: one at a time "
+        f"{single:.1f} s, population {together:.1f} s: {single / together:.2f}x"
     )
 
 
@@ -77,7 +77,7 @@ def scaling(sizes: list[int], model: list[str] = []) -> None:  # noqa: B006 (rea
 
     from sweeper import config, runtime
     from sweeper.population import Population, new_member
-    from sweeper.population_size import device, layer_dims, param_count
+    from sweeper.population_size import device, param_count
     from sweeper.trial import data_order_seed, prepare
 
     runtime.setup()
@@ -97,16 +97,17 @@ def scaling(sizes: list[int], model: list[str] = []) -> None:  # noqa: B006 (rea
             pop.train_epoch()
         per_member = (time.perf_counter() - t0) / 2 / k
         line.append(f"K={k}: {per_member * 1000:.0f} ms")
-    n = param_count(layer_dims(cfg, s.input_shape, s.n_classes))
+    n = param_count(cfg, s.input_shape, s.n_classes)
     print(
-        f"[scaling] per-member epoch time, MLP {list(cfg.model.hidden)} ({n:,} parameters), mnist5k, {device(cfg)}, "
+        f"[scaling] per-member epoch time, {cfg.model.name.upper()} {list(cfg.model.get('channels', []))} "
+        f"{list(cfg.model.hidden)} ({n:,} parameters), mnist5k, {device(cfg)}, "
         f"{torch.get_num_threads()} threads: " + ", ".join(line)
     )
 
 
 def cnn_grouped_vs_separate(k: int = 8, batch: int = 32, steps: int = 20) -> None:
-    """Why the CNN is not vectorized: a training step (forward + backward) of the seed CNN's conv blocks for K
-    members as grouped convolutions (groups=K) vs K separate models, same shapes, no framework."""
+    """The CNN's conv blocks alone: a training step (forward + backward) of the seed CNN's conv blocks for K members
+    as grouped convolutions (groups=K, what the population engine runs) vs K separate models, no framework."""
     import torch
     import torch.nn.functional as F
 
@@ -268,6 +269,9 @@ def main() -> None:
         scaling([1, 8], ["model.hidden=[256,128]"])
         scaling([1, 8], ["model.hidden=[1024,1024]"])
         replication(3, 10, 5)
+        for k in (4, 8):
+            core(k, 2, "cnn")
+        scaling([1, 2, 4, 8], ["model=cnn"])
         cnn_grouped_vs_separate()
     if args.only_core:
         return

@@ -4,7 +4,8 @@
 # Prints: the device every run trained on, a one-model run on CUDA, a workers=auto sweep pinning one worker per
 # GPU (CUDA_VISIBLE_DEVICES), then the population engine on CUDA: its equivalence tests (members equal the
 # one-model path) and its benchmark (core speed-up, per-member epoch time by K up to 256: the data for
-# population_size.AUTO_CUDA, which is not measured yet), and a population sweep with sweep.population=auto.
+# population_size.AUTO_CUDA, which is not measured yet; the MLP and the CNN), and a population sweep with
+# sweep.population=auto.
 set -euo pipefail
 repo=$(pwd)
 python - <<'PY'

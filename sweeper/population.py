@@ -1,4 +1,4 @@
-"""Population training: K MLP trials trained as one vectorized model (stacked weights, batched matmuls).
+"""Population training: K trials trained as one vectorized model (stacked weights, batched matmuls, grouped convolutions).
 
 Small models are dispatch-bound: one optimizer step of the 784-64-32-10 MLP on a 32-row batch costs about
 a millisecond, almost all of it per-op overhead. Stacking K members' weights and running every layer as
@@ -17,9 +17,11 @@ few. Each member keeps what the one-model path (``trial.run_trial``) gives that 
 So with dropout off, member k's per-epoch losses and accuracies equal the one-model path's within float
 rounding (batched matmuls sum in another order); with dropout on, its masks are drawn differently.
 Members join and leave at epoch boundaries: a member that completes, is pruned, stops early or fails
-(non-finite loss) leaves, and the caller refills its slot before the next epoch. Only the MLP with Adam
-is vectorized, with or without batch norm (ghost batch norm included); ``vectorizable`` says why not
-otherwise, and the rest trains alone.
+(non-finite loss) leaves, and the caller refills its slot before the next epoch. The MLP and the CNN with
+Adam are vectorized, with or without batch norm (ghost batch norm included). The CNN's conv blocks run as
+grouped convolutions: the members' batches side by side as channel groups, (B, K*C, H, W), one group per
+member (``groups=K``), so max-pooling and BatchNorm2d statistics stay per member; the dense head is the
+MLP's. ``vectorizable`` says why a configuration cannot be (SGD, checkpointing), and it trains alone.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which
 
 def vectorizable(cfg: DictConfig, regularizers: list) -> str | None:
     """None when this configuration can train inside a population, else why not (one line)."""
-    if cfg.model.name != "mlp":
-        return f"model={cfg.model.name} is not vectorized (the MLP is)"
+    if cfg.model.name not in ("mlp", "cnn"):
+        return f"model={cfg.model.name} is not vectorized (the MLP and the CNN are)"
     if cfg.optim.name != "adam":
         return f"optim.name={cfg.optim.name} is not vectorized (Adam/AdamW are)"
     if cfg.trainer.checkpoint_every:
@@ -58,6 +60,7 @@ def population_key(cfg: DictConfig) -> tuple:
     return (
         m.name,
         tuple(m.hidden),
+        tuple(m.get("channels", ())),
         m.activation,
         bool(cfg.regularizer.get("batchnorm", False)),  # batch-norm layers or not
         cfg.regularizer.get("bn_ghost") if cfg.regularizer.get("batchnorm", False) else None,  # one ghost size per population
@@ -90,7 +93,9 @@ class Member:
     es: dict[str, Any] | None = None  # monitor, mode, patience, min_delta
     bn_momentum: float = 0.1
     bn_ghost: int | None = None  # ghost batch norm's sub-batch size (the same for every member of a population)
-    kinds: tuple[str, ...] = ()  # of each parameter: "w" Linear weight, "b" its bias, "g"/"be" batch norm's scale/shift
+    # of each parameter: "w" Linear weight, "b" its bias, "g"/"be" BatchNorm1d's scale/shift; "k" Conv2d kernel, "kb"
+    # its bias, "g2"/"be2" BatchNorm2d's scale/shift
+    kinds: tuple[str, ...] = ()
     # state between epochs
     params: list[torch.Tensor] = field(default_factory=list)  # in model.parameters() order: W1, b1, [g1, be1,] W2, ...
     bn_mean: list[torch.Tensor] = field(default_factory=list)  # running statistics, one per batch-norm layer
@@ -127,7 +132,7 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     kinds: list[str] = []
     norms = _batch_norms(model)
     for mod in model.modules():  # modules() and parameters() walk the layers in the same order
-        kinds += ["w", "b"] if isinstance(mod, torch.nn.Linear) else ["g", "be"] if isinstance(mod, torch.nn.BatchNorm1d) else []
+        kinds += next((v for t, v in _KINDS.items() if isinstance(mod, t)), [])
     assert len(kinds) == len(params), (kinds, [p.shape for p in params])
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}
     names = {r.name for r in regularizers}
@@ -166,8 +171,22 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     )
 
 
-def _batch_norms(model: torch.nn.Module) -> list[torch.nn.BatchNorm1d]:
-    return [mod for mod in model.modules() if isinstance(mod, torch.nn.BatchNorm1d)]
+_KINDS = {
+    torch.nn.Linear: ["w", "b"],
+    torch.nn.BatchNorm1d: ["g", "be"],
+    torch.nn.Conv2d: ["k", "kb"],
+    torch.nn.BatchNorm2d: ["g2", "be2"],
+}
+WEIGHTS = ("w", "k")  # what penalties and decoupled decay apply to: Linear and Conv weights (regularizers.weight_parameters)
+
+
+def _batch_norms(model: torch.nn.Module) -> list[torch.nn.BatchNorm1d | torch.nn.BatchNorm2d]:
+    return [mod for mod in model.modules() if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+
+
+def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(K, ...) values shaped to broadcast over a stacked layer ``like`` (K, ...)."""
+    return values.reshape(-1, *[1] * (like.dim() - 1))
 
 
 @dataclass
@@ -234,6 +253,28 @@ class _Norms:
             mean, var = self.mean[j], self.var[j]
         return (h - mean.unsqueeze(1)) * torch.rsqrt(var.unsqueeze(1) + self.EPS) * scale.unsqueeze(1) + shift.unsqueeze(1)
 
+    def apply2d(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
+        """BatchNorm2d in the conv layout (B, K*C, H, W): each member's C channels are its own; ghost sub-batches split
+        the rows (dim 0), as ``models.GhostBatchNorm2d`` does."""
+        g = self.ghost
+        if training and g is not None and h.shape[0] > g:
+            chunks = list(h.split(g))
+            if chunks[-1].shape[0] < 2:
+                chunks[-2:] = [torch.cat(chunks[-2:])]
+            return torch.cat([self._normalize2d(j, c, scale, shift, True) for c in chunks])
+        return self._normalize2d(j, h, scale, shift, training)
+
+    def _normalize2d(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
+        k = self.mean[j].shape[0]
+        if not training:
+            return F.batch_norm(h, self.mean[j].view(-1), self.var[j].view(-1), scale.reshape(-1), shift.reshape(-1), False, 0.0, self.EPS)
+        self.batches += j == 0
+        with torch.no_grad():  # the running statistics with each member's momentum; the unbiased variance, as BatchNorm2d
+            var, mean = torch.var_mean(h, dim=(0, 2, 3), correction=1)
+            self.mean[j].lerp_(mean.view(k, -1), self.momentum)
+            self.var[j].lerp_(var.view(k, -1), self.momentum)
+        return F.batch_norm(h, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0, self.EPS)
+
 
 class Population:
     """Trains its members one epoch at a time as one stacked model on ``device``."""
@@ -244,8 +285,17 @@ class Population:
         self.batch_size = batch_size
         self.act = ACTIVATIONS[activation]()
         self.members: list[Member] = []
-        self.x_train = self.splits.x_train.flatten(1)
-        self.x_val = self.splits.x_val.flatten(1)
+        shape = tuple(self.splits.input_shape)
+        # the CNN's max-pool after each conv block, as models.CNN places them (only while both sides are >= 2)
+        self.pools: list[bool] = []
+        if len(shape) == 3:
+            h, w = shape[1:]
+            for _ in range(8):  # more conv blocks than any CNN has; only the first len(channels) are used
+                self.pools.append(min(h, w) >= 2)
+                h, w = (h // 2, w // 2) if min(h, w) >= 2 else (h, w)
+
+    def _inputs(self, kinds: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
+        return x if kinds[0] == "k" else x.flatten(1)  # the CNN keeps (N, C, H, W); the MLP flattens, as nn.Flatten
 
     def add(self, member: Member) -> None:
         if self.members and member.kinds != self.members[0].kinds:
@@ -277,7 +327,7 @@ class Population:
         P, M, V = stack("params"), stack("exp_avg"), stack("exp_avg_sq")
         for t in P:
             t.requires_grad_(True)
-        weights = [j for j, kind in enumerate(kinds) if kind == "w"]  # penalties and decay: Linear weights only
+        weights = [j for j, kind in enumerate(kinds) if kind in WEIGHTS]  # penalties and decay: Linear/Conv weights only
         bn = _Norms(members, dev)
         col = lambda values: torch.tensor(values, dtype=torch.float32, device=dev).view(k, 1, 1)
         l1_values, l2_values = [0.0 if m.proximal else m.l1 for m in members], [m.l2 for m in members]
@@ -290,13 +340,14 @@ class Population:
         step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
         by_member = [[t.detach().unbind(0) for t in ts] for ts in (P, M, V)]  # views of the leaves, taken once per epoch
         calls = _adam_calls(members, len(kinds), weights, by_member, step_t)
+        x_train, x_val = self._inputs(kinds, self.splits.x_train), self._inputs(kinds, self.splits.x_val)
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
         for start in range(0, n, self.batch_size):
             idx = order[:, start : start + self.batch_size]
             rows = idx.reshape(-1)  # index_select is several times faster than x[idx] here
-            x, y = self.x_train.index_select(0, rows).view(k, -1, self.x_train.shape[1]), self.splits.y_train[idx]  # (K, B, F), (K, B)
+            x, y = x_train.index_select(0, rows).view(k, -1, *x_train.shape[1:]), self.splits.y_train[idx]  # (K, B, ...), (K, B)
             logits = self._forward(P, kinds, x, drop, keep_scale, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             # the penalties' gradients are added by hand (d/dw of l2*w^2 is 2*l2*w, of l1*|w| is l1*sign(w)): one pass
@@ -305,13 +356,13 @@ class Population:
             full = torch.autograd.grad(task.sum(), P)
             with torch.no_grad():
                 if any(l1_values):  # decided on the host: no device sync per step
-                    pen += l1.view(k) * sum(torch.linalg.vector_norm(P[j], 1, dim=(1, 2)) for j in weights)
+                    pen += l1.view(k) * sum(torch.linalg.vector_norm(P[j].flatten(1), 1, dim=1) for j in weights)
                     for j in weights:
-                        full[j].addcmul_(P[j].sign(), l1)
+                        full[j].addcmul_(P[j].sign(), _per_member(l1, P[j]))
                 if any(l2_values):
-                    pen += l2.view(k) * sum(torch.linalg.vector_norm(P[j], dim=(1, 2)).square() for j in weights)  # no temporary
+                    pen += l2.view(k) * sum(torch.linalg.vector_norm(P[j].flatten(1), dim=1).square() for j in weights)  # no temporary
                     for j in weights:
-                        full[j].addcmul_(P[j], l2, value=2.0)
+                        full[j].addcmul_(P[j], _per_member(l2, P[j]), value=2.0)
             grads = [g.unbind(0) for g in full]
             torch._foreach_add_(step_t, 1)
             for c in calls:
@@ -333,16 +384,17 @@ class Population:
                 )
             if prox_lr is not None:
                 with torch.no_grad():
-                    steps_now = torch.stack(step_t).view(k, 1, 1)
+                    steps_now = torch.stack(step_t)
                     for j in weights:
-                        self._proximal(P[j].detach(), V[j], steps_now, prox_lr, prox_lam)
+                        at = lambda t: _per_member(t, P[j])  # noqa: B023 (used at once)
+                        self._proximal(P[j].detach(), V[j], at(steps_now), at(prox_lr), at(prox_lam))
             sums += torch.stack((task.detach(), pen), 1) * y.shape[1]
         P = [t.detach() for t in P]
         step_counts = [int(t.item()) for t in step_t]
         train_seconds = time.perf_counter() - t0
         with torch.no_grad():
-            val_loss, val_acc = self._evaluate(P, kinds, bn, self.x_val, self.splits.y_val)
-            _, train_acc = self._evaluate(P, kinds, bn, self.x_train, self.splits.y_train)
+            val_loss, val_acc = self._evaluate(P, kinds, bn, x_val, self.splits.y_val)
+            _, train_acc = self._evaluate(P, kinds, bn, x_train, self.splits.y_train)
         sums_l, val_loss_l, val_acc_l, train_acc_l = sums.tolist(), val_loss.tolist(), val_acc.tolist(), train_acc.tolist()
         for i, m in enumerate(members):
             m.params, m.exp_avg, m.exp_avg_sq = ([flip(t[i], kind).clone() for t, kind in zip(ts, kinds)] for ts in (P, M, V))
@@ -374,9 +426,26 @@ class Population:
     def _forward(
         self, P: list[torch.Tensor], kinds: tuple[str, ...], x: torch.Tensor, drop=None, keep_scale=None, bn=None, training=False
     ) -> torch.Tensor:
-        """Blocks Linear -> [BatchNorm] -> activation -> [Dropout], then the output Linear (``models.MLP``); ``P`` holds
-        each layer stacked over the members, Linear weights transposed (K, in, out)."""
+        """The CNN's conv blocks Conv -> [BatchNorm2d] -> activation -> [max-pool] (``models.CNN``), then blocks
+        Linear -> [BatchNorm] -> activation -> [Dropout] and the output Linear (``models.MLP``). ``x`` is (K, B, ...),
+        each member's batch; ``P`` holds each layer stacked over the members, Linear weights transposed (K, in, out)."""
         h, i, norm = x, 0, 0
+        if kinds[0] == "k":  # the members' batches side by side as channel groups: (B, K*C, H, W), groups=K
+            k, b = x.shape[:2]
+            h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
+            block = 0
+            while kinds[i] == "k":
+                w = P[i]  # (K, out, in, 3, 3)
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), P[i + 1].reshape(-1), padding=1, groups=k)
+                i += 2
+                if kinds[i] == "g2":
+                    h = bn.apply2d(norm, h, P[i], P[i + 1], training)
+                    i, norm = i + 2, norm + 1
+                h = self.act(h)
+                if self.pools[block]:
+                    h = F.max_pool2d(h, 2)
+                block += 1
+            h = h.reshape(b, k, -1).transpose(0, 1)  # (K, B, C*H*W): each member's features in nn.Flatten's order
         while True:
             h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i])  # weights (K, in, out)
             i += 2
@@ -392,11 +461,13 @@ class Population:
     def _evaluate(self, P: list[torch.Tensor], kinds: tuple[str, ...], bn, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
         """(mean cross-entropy, accuracy) per member, eval mode (no dropout, batch norm's running statistics)."""
         k = P[0].shape[0]
+        if kinds[0] == "k":  # a chunk's conv activations are K times one model's
+            chunk = max(1, chunk // k)
         loss = torch.zeros(k, device=x.device)
         correct = torch.zeros(k, device=x.device)
         for i in range(0, len(y), chunk):
             xs, ys = x[i : i + chunk], y[i : i + chunk]
-            logits = self._forward(P, kinds, xs.unsqueeze(0).expand(k, -1, -1), bn=bn)
+            logits = self._forward(P, kinds, xs.unsqueeze(0).expand(k, *xs.shape), bn=bn)
             loss += F.cross_entropy(logits.transpose(1, 2), ys.unsqueeze(0).expand(k, -1), reduction="none").sum(1)
             correct += (logits.argmax(2) == ys).sum(1)
         return loss / len(y), correct / len(y)

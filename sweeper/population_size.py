@@ -14,6 +14,10 @@ from . import config as config_mod
 from .errors import ConfigError
 
 AUTO_CPU = 8  # per-member epoch time (2 cores, seed MLP): K=1 59 ms, 2: 40, 4: 36, 8: 31, 16: 30, 32: 32
+# the CNN on CPU is compute-bound: per-member epoch time (2 cores, AMD EPYC, seed CNN, mnist5k) K=1 1450 ms, 2: 1361,
+# 4: 1359, 8: 1566, 16: 1418; what a population buys over the one-model path (2.2x at K=4, 1.8x at K=8) is the engine's
+# lower overhead, not stacking, so auto takes the smallest size at the best per-member time
+AUTO_CPU_CNN = 4
 AUTO_CUDA = 64  # not measured (no GPU was lent); benchmarks/gpu_check.sh prints the scaling to set it from
 # auto on CPU: above this many parameters per member, one model at a time. Measured per-member epoch time, K=1 vs
 # K=8: 52,650 parameters 59 vs 31 ms; 235,146: 126 vs 110 ms; 1,863,690: 1195 vs 1478 ms (stacking is slower)
@@ -30,20 +34,32 @@ def device(cfg: DictConfig) -> str:
     return "cuda"
 
 
-def layer_dims(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> list[int]:
-    return [math.prod(input_shape), *[int(h) for h in cfg.model.hidden], n_classes]
+def param_count(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Parameters of one member (the model built on the meta device: no memory, no initialization)."""
+    import torch
+
+    from .models import build_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in build_model(cfg.model, input_shape, n_classes).parameters())
 
 
-def param_count(dims: list[int]) -> int:
-    return sum(a * b + b for a, b in zip(dims, dims[1:]))
+def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
+    """Numbers one row's forward pass produces: every conv output (before pooling), hidden and output unit."""
+    width = sum(int(h) for h in cfg.model.hidden) + n_classes
+    if cfg.model.name == "cnn":
+        h, w = input_shape[1:]
+        for c in cfg.model.channels:
+            width += int(c) * h * w
+            h, w = (h // 2, w // 2) if min(h, w) >= 2 else (h, w)
+    return width
 
 
 def member_bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
     """A member's own memory: its parameters five times (weights, gradients, Adam's two moments, early stopping's
     best copy) plus the activations of a training batch (forward, mask, backward) and of an evaluation chunk."""
-    dims = layer_dims(cfg, input_shape, n_classes)
-    width = sum(dims[1:])
-    return 4 * (5 * param_count(dims) + 4 * int(cfg.data.batch_size) * width + 2 * EVAL_ROWS * width)
+    width = activation_width(cfg, input_shape, n_classes)
+    return 4 * (5 * param_count(cfg, input_shape, n_classes) + 4 * int(cfg.data.batch_size) * width + 2 * EVAL_ROWS * width)
 
 
 def free_bytes(dev: str) -> int:
@@ -67,7 +83,7 @@ def resolve(cfg: DictConfig, workers: int = 1) -> int:
 
     value: Any = cfg.sweep.population
     if value == "auto":
-        if vectorizable(cfg, []) is not None:  # the CNN, SGD, checkpointing: every trial would train alone anyway
+        if vectorizable(cfg, []) is not None:  # SGD, checkpointing: every trial would train alone anyway
             return 1
     elif int(value) == 1:
         return 1
@@ -77,9 +93,10 @@ def resolve(cfg: DictConfig, workers: int = 1) -> int:
     free = free_bytes(dev) / max(1, workers)
     fit = max(1, int(MEMORY_SHARE * free // per_member))
     if value == "auto":
-        if dev == "cpu" and param_count(layer_dims(cfg, splits.input_shape, splits.n_classes)) > CPU_MAX_PARAMS:
+        if dev == "cpu" and param_count(cfg, splits.input_shape, splits.n_classes) > CPU_MAX_PARAMS:
             return 1
-        k = min(AUTO_CUDA if dev == "cuda" else AUTO_CPU, fit)
+        cpu = AUTO_CPU_CNN if cfg.model.name == "cnn" else AUTO_CPU
+        k = min(AUTO_CUDA if dev == "cuda" else cpu, fit)
         if workers > 1:  # one worker must not take every trial while the others wait
             k = min(k, math.ceil(config_mod.n_trials(cfg.sweep) / workers))
         return max(1, k)

@@ -6,7 +6,7 @@ plus ``population_size``). Members with the same ``population.population_key`` s
 get their own, trained in turn. Between epochs, members that completed, stopped early, were pruned or
 failed leave (their trials are told at once) and free slots are refilled from the waiting trials, so no
 population waits for its slowest member. A trial whose configuration cannot be vectorized (SGD,
-the CNN, checkpointing) runs alone on the one-model path, with a one-line notice the first time.
+checkpointing) runs alone on the one-model path, with a one-line notice the first time.
 
 Concurrent asks: several trials are suggested before any is told. TPE runs with ``constant_liar=True``
 (``study.make_sampler``), so trials still running count as bad guesses and the sampler does not hand out

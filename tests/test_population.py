@@ -55,7 +55,7 @@ def centred(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     names = list(dict(model.named_modules()))
     mods = dict(model.named_modules())
     for a, b in zip(names, names[1:]):
-        if isinstance(mods[a], torch.nn.Linear) and isinstance(mods[b], torch.nn.BatchNorm1d):
+        if isinstance(mods[a], (torch.nn.Linear, torch.nn.Conv2d)) and isinstance(mods[b], (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
             state[f"{b}.running_mean"] = state[f"{b}.running_mean"] - state.pop(f"{a}.bias")
     return state
 
@@ -75,8 +75,9 @@ def _population(cfgs: dict) -> tuple[Population, dict]:
 
 
 @pytest.mark.slow
-def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone():
-    cfgs = {k: config.load(BASE + v) for k, v in CASES.items()}
+@pytest.mark.parametrize("model", ["mlp", "cnn"])  # the CNN: grouped convolutions, BatchNorm2d per channel group
+def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone(model):
+    cfgs = {k: config.load([*BASE, f"model={model}", *v]) for k, v in CASES.items()}
     with_bn = {k for k, c in cfgs.items() if c.regularizer.batchnorm}
     groups: dict[tuple, list[str]] = {}  # one population per layer layout (batch norm, ghost size), as the worker groups
     for key, cfg in cfgs.items():
@@ -102,19 +103,31 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
         # with running statistics (val_*, train_acc) agrees to about 1e-3, i.e. one or two validation samples.
         loose = {"val_loss", "val_acc", "train_acc", "gen_gap"} if key in with_bn else set()
         assert len(m.history) == len(single.history), key
-        for mine, theirs in zip(m.history, single.history):
+        for epoch, (mine, theirs) in enumerate(zip(m.history, single.history)):
+            # past the third epoch the CNN with batch norm drifts further (grouped convolutions round differently,
+            # and training amplifies it): train_loss 1e-7 relative for 3 epochs, 6e-6 at the 4th, 3e-4 at the 5th
+            late = model == "cnn" and key in with_bn and epoch >= 3
             for name, value in theirs.items():
-                tol = {"rel": 2e-3, "abs": 1e-2} if name in loose else {"rel": 1e-4, "abs": 1e-6}
+                tol = {"rel": 2e-3, "abs": 1e-2} if name in loose or late else {"rel": 1e-4, "abs": 1e-6}
                 assert mine[name] == pytest.approx(value, **tol), (key, name)
         if key in ("early_stopping", "batchnorm_early_stopping"):  # stopped by patience before its 8 epochs, as Lightning
             assert m.stopped_early and len(m.history) < 8
         # the member's final model is the one-model path's final model (best epoch restored for early stopping)
-        model = pops[key].model_of(m)
-        mine_sd, theirs_sd = centred(model), centred(single.model)
+        mine_sd, theirs_sd = centred(pops[key].model_of(m)), centred(single.model)
         assert mine_sd.keys() == theirs_sd.keys()
+        # Proximal L1 on the CNN: a grouped convolution's weight gradient sums B*H*W products in another order, and the
+        # soft-threshold (lr / sqrt(v) per weight) turns that rounding into a weight zeroed in one implementation and
+        # kept in the other; Adam carries the difference on. Measured on digits after 3 epochs: losses agree to 1e-4
+        # (above), weights to ~1e-3, and the exact zeros (what proximal L1 is for) to 8 of 4,608 in the worst layer.
+        # The CNN with batch norm trained past 3 epochs (the early-stopping case) drifts as its losses do: ~1e-5.
+        chaotic = model == "cnn" and key == "proximal_l1"
+        drifted = chaotic or (model == "cnn" and key in with_bn and len(m.history) > 3)
         for name, p in mine_sd.items():  # batch-norm buffers too; the centred running mean still lags its noisy bias
-            atol = 3e-3 if name.endswith("running_mean") else 1e-5
+            atol = (1e-2 if drifted else 3e-3) if name.endswith("running_mean") else 3e-3 if drifted else 1e-5
             assert torch.allclose(p.float(), theirs_sd[name].float(), rtol=1e-3, atol=atol), (key, name)
+            if chaotic and name.endswith("weight"):
+                zeros, their_zeros = int((p == 0).sum()), int((theirs_sd[name] == 0).sum())
+                assert their_zeros > 0 and abs(zeros - their_zeros) <= 0.01 * p.numel(), (name, zeros, their_zeros)
 
 
 @pytest.mark.slow
@@ -162,11 +175,11 @@ def test_what_cannot_be_vectorized_says_why():
 
 
 def test_auto_population_size_follows_the_measured_rule():
-    from sweeper.population_size import AUTO_CPU, resolve
+    from sweeper.population_size import AUTO_CPU, AUTO_CPU_CNN, resolve
 
     load = lambda *o: config.load(["+sweep=dropout", "data=digits", "trainer.accelerator=cpu", *o])
     assert resolve(load()) == AUTO_CPU  # the seed MLP on CPU
-    assert resolve(load("model=cnn", "data=digits")) == 1  # not vectorized: one model at a time
+    assert resolve(load("model=cnn")) == AUTO_CPU_CNN  # compute-bound on CPU: a smaller population
     assert resolve(load("model.hidden=[1024,1024]")) == 1  # 1.13M parameters: stacking does not pay on CPU
     assert resolve(load("sweep.n_trials=6"), workers=2) == 3  # no worker takes every trial
     assert resolve(load("sweep.population=3")) == 3 and resolve(load("sweep.population=1")) == 1
@@ -188,10 +201,12 @@ def _check_study(sweep_dir, name: str, n: int):
 
 
 @pytest.mark.slow
-def test_population_sweep_prunes_refills_and_logs_every_member(sweep_dir, capsys):
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_population_sweep_prunes_refills_and_logs_every_member(sweep_dir, capsys, model):
     args = sweep_args("dropout", "sweep.n_trials=8", "sweep.population=4", "trainer.max_epochs=4", "sweep.replicates=0")
-    args += ["sweep.pruner.name=median", "sweep.pruner.n_startup_trials=1", "sweep.pruner.n_warmup_steps=1"]
+    args += ["sweep.pruner.name=median", "sweep.pruner.n_startup_trials=1", "sweep.pruner.n_warmup_steps=1", f"model={model}"]
     assert main(args) == 0
+    assert "not vectorized" not in capsys.readouterr().err  # the CNN trains in populations too
     live, runs = _check_study(sweep_dir, "dropout", 8)
     completed = [t for t in live if t.state.name == "COMPLETE"]
     assert completed and all(runs[t.user_attrs["mlflow_run_id"]].data.metrics["population_size"] >= 1 for t in completed)
