@@ -296,14 +296,14 @@ def main() -> None:
     print(f"[sweep]   population={p} vs 1: {rate:.2f}x trials/min, {wall:.2f}x command time")
     from sweeper import config
     from sweeper.data import load_splits
-    from sweeper.population_size import member_bytes, resolve
+    from sweeper.population_size import population_bytes, resolve
 
     cfg = config.load([*SWEEP, f"trainer.accelerator={ACCELERATOR}", f"sweep.population={p}"])
     k, s = resolve(cfg), load_splits(cfg.data)
     growth = med(p, "rss") - med("1", "rss")
     print(
         f"[sweep]   peak RSS grew {growth:.0f} MiB for K={k} members; sweep.population's estimate of K members' own memory: "
-        f"{k * member_bytes(cfg, s.input_shape, s.n_classes) / 2**20:.0f} MiB"
+        f"{population_bytes(cfg, s.input_shape, s.n_classes, k) / 2**20:.0f} MiB"
     )
     if args.defaults:
         defaults(folder)

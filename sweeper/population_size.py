@@ -55,11 +55,21 @@ def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: i
     return width
 
 
-def member_bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
-    """A member's own memory: its parameters five times (weights, gradients, Adam's two moments, early stopping's
-    best copy) plus the activations of a training batch (forward, mask, backward) and of an evaluation chunk."""
+def population_bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int, k: int) -> int:
+    """K members' own memory: each member's parameters five times (weights, gradients, Adam's two moments, early
+    stopping's best copy) and the activations of its training batch (forward, mask, backward), plus an evaluation
+    chunk: EVAL_ROWS rows per member for the MLP; EVAL_ROWS // K per member for the CNN (``Population._evaluate``)."""
     width = activation_width(cfg, input_shape, n_classes)
-    return 4 * (5 * param_count(cfg, input_shape, n_classes) + 4 * int(cfg.data.batch_size) * width + 2 * EVAL_ROWS * width)
+    per_member = 5 * param_count(cfg, input_shape, n_classes) + 4 * int(cfg.data.batch_size) * width
+    eval_rows = EVAL_ROWS if cfg.model.name == "cnn" else k * EVAL_ROWS
+    return 4 * (k * per_member + 2 * eval_rows * width)
+
+
+def members_that_fit(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int, budget: float) -> int:
+    """The largest K whose ``population_bytes`` is within ``budget`` (at least 1); the bytes grow linearly in K."""
+    fixed = population_bytes(cfg, input_shape, n_classes, 0)
+    per_member = population_bytes(cfg, input_shape, n_classes, 1) - fixed
+    return max(1, int((budget - fixed) // per_member))
 
 
 def free_bytes(dev: str) -> int:
@@ -88,10 +98,9 @@ def resolve(cfg: DictConfig, workers: int = 1) -> int:
     elif int(value) == 1:
         return 1
     splits = load_splits(cfg.data)
-    per_member = member_bytes(cfg, splits.input_shape, splits.n_classes)
     dev = device(cfg)
     free = free_bytes(dev) / max(1, workers)
-    fit = max(1, int(MEMORY_SHARE * free // per_member))
+    fit = members_that_fit(cfg, splits.input_shape, splits.n_classes, MEMORY_SHARE * free)
     if value == "auto":
         if dev == "cpu" and param_count(cfg, splits.input_shape, splits.n_classes) > CPU_MAX_PARAMS:
             return 1
@@ -102,10 +111,11 @@ def resolve(cfg: DictConfig, workers: int = 1) -> int:
         return max(1, k)
     k = int(value)
     if k > fit:
+        need = population_bytes(cfg, splits.input_shape, splits.n_classes, k)
         raise ConfigError(
             "sweep.population",
             k,
-            f"{k} members of this model need about {_gib(k * per_member)} on {dev}; {_gib(free)} is free for this worker and "
+            f"{k} members of this model need about {_gib(need)} on {dev}; {_gib(free)} is free for this worker and "
             f"members may use {MEMORY_SHARE:.0%} of it, room for {fit}: use a smaller K or auto",
         )
     return k

@@ -180,6 +180,9 @@ def test_auto_population_size_follows_the_measured_rule():
     load = lambda *o: config.load(["+sweep=dropout", "data=digits", "trainer.accelerator=cpu", *o])
     assert resolve(load()) == AUTO_CPU  # the seed MLP on CPU
     assert resolve(load("model=cnn")) == AUTO_CPU_CNN  # compute-bound on CPU: a smaller population
+    # the CNN evaluates EVAL_ROWS // K rows per member: the estimate grows by one training batch per member, not by a
+    # whole evaluation chunk (on mnist5k: 64 members ~1.3 GiB, not 64 x 0.6 GiB)
+    assert resolve(load("model=cnn", "sweep.population=64")) == 64
     assert resolve(load("model.hidden=[1024,1024]")) == 1  # 1.13M parameters: stacking does not pay on CPU
     assert resolve(load("sweep.n_trials=6"), workers=2) == 3  # no worker takes every trial
     assert resolve(load("sweep.population=3")) == 3 and resolve(load("sweep.population=1")) == 1
