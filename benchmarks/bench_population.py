@@ -99,7 +99,7 @@ def scaling(sizes: list[int], model: list[str] = []) -> None:  # noqa: B006 (rea
         line.append(f"K={k}: {per_member * 1000:.0f} ms")
     n = param_count(cfg, s.input_shape, s.n_classes)
     print(
-        f"[scaling] per-member epoch time, {cfg.model.name.upper()} {list(cfg.model.get('channels', []))} "
+        f"[scaling] per-member epoch time, {cfg.model.name.upper()} {list(cfg.model.channels) if cfg.model.name == 'cnn' else ''}"
         f"{list(cfg.model.hidden)} ({n:,} parameters), mnist5k, {device(cfg)}, "
         f"{torch.get_num_threads()} threads: " + ", ".join(line)
     )
