@@ -16,6 +16,25 @@ from torch import nn
 from .errors import ConfigError
 
 
+def ghost_chunks(x: torch.Tensor, ghost: int, dim: int = 0) -> list[torch.Tensor]:
+    """Ghost batch norm's sub-batches of ``ghost`` rows along ``dim``; a trailing sub-batch of one row joins the
+    previous one (a one-row batch has no variance)."""
+    chunks = list(x.split(ghost, dim))
+    if chunks[-1].shape[dim] < 2:
+        chunks[-2:] = [torch.cat(chunks[-2:], dim)]
+    return chunks
+
+
+def conv_grid(height: int, width: int, blocks: int) -> list[tuple[int, int, bool]]:
+    """Each conv block's output size before pooling and whether it max-pools (while both sides are >= 2)."""
+    grid = []
+    for _ in range(blocks):
+        pool = min(height, width) >= 2
+        grid.append((height, width, pool))
+        height, width = (height // 2, width // 2) if pool else (height, width)
+    return grid
+
+
 class _Ghost:
     """Ghost batch norm: in training, statistics come from sub-batches of ``ghost`` rows (a trailing
     sub-batch of one row joins the previous one). Smaller ghost batches mean noisier statistics: BN's
@@ -28,10 +47,7 @@ class _Ghost:
         g = self.ghost
         if not self.training or g is None or x.shape[0] <= g:
             return super().forward(x)  # type: ignore[misc]
-        chunks = list(x.split(g))
-        if chunks[-1].shape[0] < 2:
-            chunks[-2:] = [torch.cat(chunks[-2:])]
-        return torch.cat([super(_Ghost, self).forward(c) for c in chunks])  # type: ignore[misc]
+        return torch.cat([super(_Ghost, self).forward(c) for c in ghost_chunks(x, g)])  # type: ignore[misc]
 
 
 class GhostBatchNorm1d(_Ghost, nn.BatchNorm1d):
@@ -85,14 +101,14 @@ class CNN(nn.Module):
         super().__init__()
         c, h, w = input_shape
         layers: list[nn.Module] = []
-        for out in channels:
+        for out, (_, _, pool) in zip(channels, conv_grid(h, w, len(channels))):
             layers.append(nn.Conv2d(c, out, 3, padding=1))
             if batchnorm:
                 layers.append(
                     nn.BatchNorm2d(out, momentum=bn_momentum) if bn_ghost is None else GhostBatchNorm2d(out, bn_momentum, bn_ghost)
                 )
             layers.append(ACTIVATIONS[activation]())
-            if min(h, w) >= 2:
+            if pool:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             c = out

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .models import ACTIVATIONS, build_model
+from .models import ACTIVATIONS, build_model, conv_grid, ghost_chunks
 from .regularizers import model_options
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
@@ -234,11 +234,8 @@ class _Norms:
 
     def apply(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
         g = self.ghost
-        if training and g is not None and h.shape[1] > g:  # sub-batches of g rows; a trailing single row joins the last
-            chunks = list(h.split(g, dim=1))
-            if chunks[-1].shape[1] < 2:
-                chunks[-2:] = [torch.cat(chunks[-2:], 1)]
-            return torch.cat([self._normalize(j, c, scale, shift, True) for c in chunks], 1)
+        if training and g is not None and h.shape[1] > g:  # sub-batches of g rows, as models.GhostBatchNorm1d
+            return torch.cat([self._normalize(j, c, scale, shift, True) for c in ghost_chunks(h, g, 1)], 1)
         return self._normalize(j, h, scale, shift, training)
 
     def _normalize(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
@@ -258,10 +255,7 @@ class _Norms:
         the rows (dim 0), as ``models.GhostBatchNorm2d`` does."""
         g = self.ghost
         if training and g is not None and h.shape[0] > g:
-            chunks = list(h.split(g))
-            if chunks[-1].shape[0] < 2:
-                chunks[-2:] = [torch.cat(chunks[-2:])]
-            return torch.cat([self._normalize2d(j, c, scale, shift, True) for c in chunks])
+            return torch.cat([self._normalize2d(j, c, scale, shift, True) for c in ghost_chunks(h, g)])
         return self._normalize2d(j, h, scale, shift, training)
 
     def _normalize2d(self, j: int, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, training: bool) -> torch.Tensor:
@@ -285,14 +279,7 @@ class Population:
         self.batch_size = batch_size
         self.act = ACTIVATIONS[activation]()
         self.members: list[Member] = []
-        shape = tuple(self.splits.input_shape)
-        # the CNN's max-pool after each conv block, as models.CNN places them (only while both sides are >= 2)
-        self.pools: list[bool] = []
-        if len(shape) == 3:
-            h, w = shape[1:]
-            for _ in range(8):  # more conv blocks than any CNN has; only the first len(channels) are used
-                self.pools.append(min(h, w) >= 2)
-                h, w = (h // 2, w // 2) if min(h, w) >= 2 else (h, w)
+        self.pools: list[bool] = []  # the CNN's: whether each conv block max-pools, as models.CNN places them
 
     def _inputs(self, kinds: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
         return x if kinds[0] == "k" else x.flatten(1)  # the CNN keeps (N, C, H, W); the MLP flattens, as nn.Flatten
@@ -302,6 +289,9 @@ class Population:
             raise ValueError(f"member layers {member.kinds} differ from the population's {self.members[0].kinds}")
         for name in ("params", "exp_avg", "exp_avg_sq", "bn_mean", "bn_var"):
             setattr(member, name, [t.to(self.device) for t in getattr(member, name)])
+        if not self.members and member.kinds[0] == "k":
+            _, height, width = self.splits.input_shape
+            self.pools = [pool for *_, pool in conv_grid(height, width, member.kinds.count("k"))]
         self.members.append(member)
 
     def remove(self, member: Member) -> None:

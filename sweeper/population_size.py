@@ -46,12 +46,13 @@ def param_count(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -
 
 def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
     """Numbers one row's forward pass produces: every conv output (before pooling), hidden and output unit."""
+    from .models import conv_grid
+
     width = sum(int(h) for h in cfg.model.hidden) + n_classes
     if cfg.model.name == "cnn":
-        h, w = input_shape[1:]
-        for c in cfg.model.channels:
-            width += int(c) * h * w
-            h, w = (h // 2, w // 2) if min(h, w) >= 2 else (h, w)
+        _, height, width = input_shape
+        grid = conv_grid(height, width, len(cfg.model.channels))
+        width += sum(int(c) * h * w for c, (h, w, _) in zip(cfg.model.channels, grid))
     return width
 
 
