@@ -104,9 +104,11 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
         loose = {"val_loss", "val_acc", "train_acc", "gen_gap"} if key in with_bn else set()
         assert len(m.history) == len(single.history), key
         for epoch, (mine, theirs) in enumerate(zip(m.history, single.history)):
-            # past the third epoch the CNN with batch norm drifts further (grouped convolutions round differently,
-            # and training amplifies it): train_loss 1e-7 relative for 3 epochs, 6e-6 at the 4th, 3e-4 at the 5th
-            late = model == "cnn" and key in with_bn and epoch >= 3
+            # past the third epoch the CNN drifts further: a grouped convolution sums its weight gradient's B*H*W
+            # products in another order, and training amplifies the rounding (measured, batch norm: train_loss 1e-7
+            # relative for 3 epochs, 6e-6 at the 4th, 3e-4 at the 5th; early stopping with torch at 1 thread, as an
+            # earlier test in the suite may leave it: 1e-6 at the 6th epoch, 4e-5 at the 7th, one train sample)
+            late = model == "cnn" and epoch >= 3
             for name, value in theirs.items():
                 tol = {"rel": 2e-3, "abs": 1e-2} if name in loose or late else {"rel": 1e-4, "abs": 1e-6}
                 assert mine[name] == pytest.approx(value, **tol), (key, name)
@@ -119,11 +121,16 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
         # soft-threshold (lr / sqrt(v) per weight) turns that rounding into a weight zeroed in one implementation and
         # kept in the other; Adam carries the difference on. Measured on digits after 3 epochs: losses agree to 1e-4
         # (above), weights to ~1e-3, and the exact zeros (what proximal L1 is for) to 8 of 4,608 in the worst layer.
-        # The CNN with batch norm trained past 3 epochs (the early-stopping case) drifts as its losses do: ~1e-5.
+        # The CNN's other weights: Adam scales a weight's rounding-noise gradient up to a full step where its gradient is
+        # near zero, so a few weights differ by up to ~2e-4 (L2 at 1 thread; 6e-8 at 2 threads) while the losses agree
+        # to 5e-7 (above).
         chaotic = model == "cnn" and key == "proximal_l1"
-        drifted = chaotic or (model == "cnn" and key in with_bn and len(m.history) > 3)
+        cnn_weights = 3e-3 if chaotic else 1e-3
         for name, p in mine_sd.items():  # batch-norm buffers too; the centred running mean still lags its noisy bias
-            atol = (1e-2 if drifted else 3e-3) if name.endswith("running_mean") else 3e-3 if drifted else 1e-5
+            if name.endswith("running_mean"):
+                atol = 1e-2 if model == "cnn" else 3e-3
+            else:
+                atol = cnn_weights if model == "cnn" else 1e-5
             assert torch.allclose(p.float(), theirs_sd[name].float(), rtol=1e-3, atol=atol), (key, name)
             if chaotic and name.endswith("weight"):
                 zeros, their_zeros = int((p == 0).sum()), int((theirs_sd[name] == 0).sum())
