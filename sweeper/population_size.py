@@ -50,27 +50,33 @@ def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: i
 
     width = sum(int(h) for h in cfg.model.hidden) + n_classes
     if cfg.model.name == "cnn":
-        _, height, width = input_shape
-        grid = conv_grid(height, width, len(cfg.model.channels))
+        _, rows, cols = input_shape
+        grid = conv_grid(rows, cols, len(cfg.model.channels))
         width += sum(int(c) * h * w for c, (h, w, _) in zip(cfg.model.channels, grid))
     return width
 
 
-def population_bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int, k: int) -> int:
-    """K members' own memory: each member's parameters five times (weights, gradients, Adam's two moments, early
-    stopping's best copy) and the activations of its training batch (forward, mask, backward), plus an evaluation
-    chunk: EVAL_ROWS rows per member for the MLP; EVAL_ROWS // K per member for the CNN (``Population._evaluate``)."""
+def _bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
+    """(bytes each member adds, bytes the population shares). Each member: its parameters five times (weights,
+    gradients, Adam's two moments, early stopping's best copy) and the activations of its training batch (forward,
+    mask, backward). The evaluation chunk: EVAL_ROWS rows per member for the MLP; one chunk shared by the CNN's
+    members, EVAL_ROWS // K rows each (``Population._evaluate``)."""
     width = activation_width(cfg, input_shape, n_classes)
     per_member = 5 * param_count(cfg, input_shape, n_classes) + 4 * int(cfg.data.batch_size) * width
-    eval_rows = EVAL_ROWS if cfg.model.name == "cnn" else k * EVAL_ROWS
-    return 4 * (k * per_member + 2 * eval_rows * width)
+    chunk = 2 * EVAL_ROWS * width
+    return (4 * per_member, 4 * chunk) if cfg.model.name == "cnn" else (4 * (per_member + chunk), 0)
+
+
+def population_bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int, k: int) -> int:
+    """K members' own memory (``_bytes``)."""
+    per_member, shared = _bytes(cfg, input_shape, n_classes)
+    return k * per_member + shared
 
 
 def members_that_fit(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int, budget: float) -> int:
-    """The largest K whose ``population_bytes`` is within ``budget`` (at least 1); the bytes grow linearly in K."""
-    fixed = population_bytes(cfg, input_shape, n_classes, 0)
-    per_member = population_bytes(cfg, input_shape, n_classes, 1) - fixed
-    return max(1, int((budget - fixed) // per_member))
+    """The largest K whose ``population_bytes`` is within ``budget`` (at least 1)."""
+    per_member, shared = _bytes(cfg, input_shape, n_classes)
+    return max(1, int((budget - shared) // per_member))
 
 
 def free_bytes(dev: str) -> int:

@@ -37,8 +37,10 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def artifacts_beside(url: str) -> Path:
-    """Where a local SQLite tracking store keeps its artifacts by default: ``artifacts/`` beside the database file."""
-    return Path(url[len("sqlite:///") :].split("?", 1)[0]).parent / "artifacts"
+    """Where a local SQLite tracking store keeps its artifacts by default: ``artifacts/`` beside the database file
+    (the working folder's for ``:memory:``)."""
+    file = sqlite_file(url)
+    return (file.parent if file is not None else Path()) / "artifacts"
 
 
 def absolute_sqlite(url: str) -> str:

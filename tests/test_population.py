@@ -190,6 +190,10 @@ def test_auto_population_size_follows_the_measured_rule():
     # the CNN evaluates EVAL_ROWS // K rows per member: the estimate grows by one training batch per member, not by a
     # whole evaluation chunk (on mnist5k: 64 members ~1.3 GiB, not 64 x 0.6 GiB)
     assert resolve(load("model=cnn", "sweep.population=64")) == 64
+    from sweeper.population_size import activation_width
+
+    # every conv output before pooling (16 x 28 x 28, 32 x 14 x 14), the hidden units and the classes
+    assert activation_width(config.load(["model=cnn"]), (1, 28, 28), 10) == 16 * 28 * 28 + 32 * 14 * 14 + 64 + 10
     assert resolve(load("model.hidden=[1024,1024]")) == 1  # 1.13M parameters: stacking does not pay on CPU
     assert resolve(load("sweep.n_trials=6"), workers=2) == 3  # no worker takes every trial
     assert resolve(load("sweep.population=3")) == 3 and resolve(load("sweep.population=1")) == 1
