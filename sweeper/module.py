@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .data import InMemoryBatches, Splits
 from .errors import TrialFailed
-from .models import evaluate
+from .models import eval_rows, evaluate
 from .regularizers import Regularizer, weight_parameters
 
 
@@ -96,14 +96,16 @@ class RegularizedModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self.model(x)
-        self._val += torch.stack(
-            (
-                F.cross_entropy(logits, y, reduction="sum"),
-                (logits.argmax(1) == y).sum().float(),
-                torch.tensor(float(len(y)), device=self.device),
+        rows = eval_rows(int(getattr(self.model, "widest", 1)), x.device)  # a big batch in cache-sized chunks (CPU)
+        for xs, ys in zip(x.split(rows), y.split(rows)):
+            logits = self.model(xs)
+            self._val += torch.stack(
+                (
+                    F.cross_entropy(logits, ys, reduction="sum"),
+                    (logits.argmax(1) == ys).sum().float(),
+                    torch.tensor(float(len(ys)), device=self.device),
+                )
             )
-        )
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

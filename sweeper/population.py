@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .models import ACTIVATIONS, build_model, conv_grid, ghost_chunks
+from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks, max_pool2
 from .regularizers import model_options
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
@@ -280,6 +280,7 @@ class Population:
         self.act = ACTIVATIONS[activation]()
         self.members: list[Member] = []
         self.pools: list[bool] = []  # the CNN's: whether each conv block max-pools, as models.CNN places them
+        self.widest = 1  # numbers per row of one member's widest layer output (``models.eval_rows``)
 
     def _inputs(self, kinds: tuple[str, ...], x: torch.Tensor) -> torch.Tensor:
         return x if kinds[0] == "k" else x.flatten(1)  # the CNN keeps (N, C, H, W); the MLP flattens, as nn.Flatten
@@ -289,9 +290,13 @@ class Population:
             raise ValueError(f"member layers {member.kinds} differ from the population's {self.members[0].kinds}")
         for name in ("params", "exp_avg", "exp_avg_sq", "bn_mean", "bn_var"):
             setattr(member, name, [t.to(self.device) for t in getattr(member, name)])
-        if not self.members and member.kinds[0] == "k":
-            _, height, width = self.splits.input_shape
-            self.pools = [pool for *_, pool in conv_grid(height, width, member.kinds.count("k"))]
+        if not self.members:
+            with torch.device("meta"):  # its layer sizes only: no memory, no initialization
+                model = build_model(member.cfg.model, self.splits.input_shape, self.splits.n_classes)
+            self.widest = int(getattr(model, "widest", 1))
+            if member.kinds[0] == "k":
+                _, height, width = self.splits.input_shape
+                self.pools = [pool for *_, pool in conv_grid(height, width, member.kinds.count("k"))]
         self.members.append(member)
 
     def remove(self, member: Member) -> None:
@@ -433,7 +438,7 @@ class Population:
                     i, norm = i + 2, norm + 1
                 h = self.act(h)
                 if self.pools[block]:
-                    h = F.max_pool2d(h, 2)
+                    h = max_pool2(h)
                 block += 1
             h = h.reshape(b, k, -1).transpose(0, 1)  # (K, B, C*H*W): each member's features in nn.Flatten's order
         while True:
@@ -448,11 +453,12 @@ class Population:
             if drop is not None and training:  # inverted dropout with each member's own rate (p = 0: the identity)
                 h = h * (torch.rand_like(h) >= drop) * keep_scale
 
-    def _evaluate(self, P: list[torch.Tensor], kinds: tuple[str, ...], bn, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096):
-        """(mean cross-entropy, accuracy) per member, eval mode (no dropout, batch norm's running statistics)."""
+    def _evaluate(self, P: list[torch.Tensor], kinds: tuple[str, ...], bn, x: torch.Tensor, y: torch.Tensor):
+        """(mean cross-entropy, accuracy) per member, eval mode (no dropout, batch norm's running statistics), in
+        chunks whose K members' activations together are one cache-sized chunk on a CPU (``models.eval_rows``)."""
         k = P[0].shape[0]
-        if kinds[0] == "k":  # a chunk's conv activations are K times one model's
-            chunk = max(1, chunk // k)
+        # on a GPU, EVAL_ROWS rows per member for the MLP; shared by the CNN's (its conv activations are K times one model's)
+        chunk = eval_rows(self.widest, x.device, k if x.device.type == "cpu" or kinds[0] == "k" else 1)
         loss = torch.zeros(k, device=x.device)
         correct = torch.zeros(k, device=x.device)
         for i in range(0, len(y), chunk):

@@ -23,7 +23,6 @@ AUTO_CUDA = 64  # not measured (no GPU was lent); benchmarks/gpu_check.sh prints
 # K=8: 52,650 parameters 59 vs 31 ms; 235,146: 126 vs 110 ms; 1,863,690: 1195 vs 1478 ms (stacking is slower)
 CPU_MAX_PARAMS = 500_000
 MEMORY_SHARE = 0.5  # of the memory free when the worker starts, for all of its members together
-EVAL_ROWS = 4096  # rows per evaluation chunk (Population._evaluate)
 
 
 def device(cfg: DictConfig) -> str:
@@ -59,8 +58,10 @@ def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: i
 def _bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
     """(bytes each member adds, bytes the population shares). Each member: its parameters five times (weights,
     gradients, Adam's two moments, early stopping's best copy) and the activations of its training batch (forward,
-    mask, backward). The evaluation chunk: EVAL_ROWS rows per member for the MLP; one chunk shared by the CNN's
-    members, EVAL_ROWS // K rows each (``Population._evaluate``)."""
+    mask, backward). The evaluation chunk, at its largest (a GPU's; a CPU's are cache-sized, ``models.eval_rows``):
+    EVAL_ROWS rows per member for the MLP; one chunk shared by the CNN's members, EVAL_ROWS // K rows each."""
+    from .models import EVAL_ROWS
+
     width = activation_width(cfg, input_shape, n_classes)
     per_member = 5 * param_count(cfg, input_shape, n_classes) + 4 * int(cfg.data.batch_size) * width
     chunk = 2 * EVAL_ROWS * width
