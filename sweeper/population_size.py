@@ -14,9 +14,10 @@ from . import config as config_mod
 from .errors import ConfigError
 
 AUTO_CPU = 8  # per-member epoch time (2 cores, seed MLP): K=1 59 ms, 2: 40, 4: 36, 8: 31, 16: 30, 32: 32
-# the CNN on CPU is compute-bound: per-member epoch time (2 cores, AMD EPYC, seed CNN, mnist5k) K=1 1450 ms, 2: 1361,
-# 4: 1359, 8: 1566, 16: 1418; what a population buys over the one-model path (2.2x at K=4, 1.8x at K=8) is the engine's
-# lower overhead, not stacking, so auto takes the smallest size at the best per-member time
+# the CNN on CPU is compute-bound: per-member epoch time (2 cores, AMD EPYC, seed CNN, mnist5k, cache-sized eval
+# chunks and channels-last pooling) K=1 954 ms, 2: 1065, 4: 904, 8: 802 (noise +-20%); 2 epochs of K members, population vs
+# one at a time on the Lightning path: K=2 1.55-2.20x, 4: 1.48-2.63x, 8: 1.19x (per member 0.93, 0.76-0.84, 1.03 s an
+# epoch); auto takes 4, the best per-member time, and fewer trials asked before any is told than 8
 AUTO_CPU_CNN = 4
 AUTO_CUDA = 64  # not measured (no GPU was lent); benchmarks/gpu_check.sh prints the scaling to set it from
 # auto on CPU: above this many parameters per member, one model at a time. Measured per-member epoch time, K=1 vs
