@@ -49,6 +49,21 @@ def conv_grid(height: int, width: int, blocks: int) -> list[tuple[int, int, bool
     return grid
 
 
+def output_widths(input_shape: tuple[int, ...], n_classes: int, hidden, channels=()) -> list[int]:
+    """Numbers one row produces at each layer's output: every conv output (before pooling), hidden and output unit.
+    The memory estimate sums them; evaluation chunks are sized by the largest (``eval_rows``)."""
+    widths = []
+    if channels:
+        _, height, width = input_shape
+        widths = [int(c) * rows * cols for c, (rows, cols, _) in zip(channels, conv_grid(height, width, len(channels)))]
+    return widths + [int(h) for h in hidden] + [n_classes]
+
+
+def model_output_widths(cfg, input_shape: tuple[int, ...], n_classes: int) -> list[int]:
+    """``output_widths`` of the model a ModelConfig builds (``build_model``), without building it."""
+    return output_widths(input_shape, n_classes, cfg.hidden, cfg.channels if cfg.name == "cnn" else ())
+
+
 class _Ghost:
     """Ghost batch norm: in training, statistics come from sub-batches of ``ghost`` rows (a trailing
     sub-batch of one row joins the previous one). Smaller ghost batches mean noisier statistics: BN's
@@ -116,7 +131,7 @@ def _dense_head(
 class MLP(nn.Module):
     def __init__(self, input_shape, n_classes, hidden, activation="relu", dropout=0.0, batchnorm=False, bn_momentum=0.1, bn_ghost=None):
         super().__init__()
-        self.widest = max(hidden)  # numbers per row of the widest layer output (``eval_rows``)
+        self.widest = max(output_widths(input_shape, n_classes, hidden))  # (``eval_rows``)
         self.net = nn.Sequential(
             nn.Flatten(),
             *_dense_head(math.prod(input_shape), list(hidden), n_classes, activation, dropout, batchnorm, bn_momentum, bn_ghost),
@@ -133,9 +148,8 @@ class CNN(nn.Module):
         super().__init__()
         c, h, w = input_shape
         layers: list[nn.Module] = []
-        grid = conv_grid(h, w, len(channels))
-        self.widest = max([*hidden, *(out * rows * cols for out, (rows, cols, _) in zip(channels, grid))])  # (``eval_rows``)
-        for out, (_, _, pool) in zip(channels, grid):
+        self.widest = max(output_widths(input_shape, n_classes, hidden, channels))  # (``eval_rows``)
+        for out, (_, _, pool) in zip(channels, conv_grid(h, w, len(channels))):
             layers.append(nn.Conv2d(c, out, 3, padding=1))
             if batchnorm:
                 layers.append(
@@ -172,18 +186,23 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.no_grad()
+def add_eval_sums(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, sums: torch.Tensor, rows: int | None = None) -> None:
+    """Adds ``model``'s (cross-entropy sum, correct, rows) on ``x``, ``y`` to ``sums``, in chunks of ``rows`` (default
+    ``eval_rows`` of the model's widest layer): the one evaluation loop of ``evaluate`` and the validation step."""
+    rows = rows or eval_rows(int(getattr(model, "widest", 1)), x.device)
+    for xs, ys in zip(x.split(rows), y.split(rows)):
+        logits = model(xs)
+        sums += torch.stack(
+            (F.cross_entropy(logits, ys, reduction="sum"), (logits.argmax(1) == ys).sum().float(), sums.new_tensor(float(len(ys))))
+        )
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int | None = None):
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode, in chunks of ``batch_size`` rows (default
-    ``eval_rows`` of the model's widest layer); restores the previous mode."""
-    if batch_size is None:
-        batch_size = eval_rows(int(getattr(model, "widest", 1)), x.device)
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode (``add_eval_sums``); restores the previous mode."""
     was_training = model.training
     model.eval()
-    loss = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device)
-    for i in range(0, len(y), batch_size):
-        logits = model(x[i : i + batch_size])
-        loss += F.cross_entropy(logits, y[i : i + batch_size], reduction="sum")
-        correct += (logits.argmax(1) == y[i : i + batch_size]).sum()
+    sums = torch.zeros(3, device=x.device)
+    add_eval_sums(model, x, y, sums, batch_size)
     model.train(was_training)
-    return loss.item() / len(y), correct.item() / len(y)
+    loss, correct, _ = sums.tolist()
+    return loss / len(y), correct / len(y)

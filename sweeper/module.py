@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from .data import InMemoryBatches, Splits
 from .errors import TrialFailed
-from .models import eval_rows, evaluate
+from .models import add_eval_sums, evaluate
 from .regularizers import Regularizer, weight_parameters
 
 
@@ -96,16 +96,7 @@ class RegularizedModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        rows = eval_rows(int(getattr(self.model, "widest", 1)), x.device)  # a big batch in cache-sized chunks (CPU)
-        for xs, ys in zip(x.split(rows), y.split(rows)):
-            logits = self.model(xs)
-            self._val += torch.stack(
-                (
-                    F.cross_entropy(logits, ys, reduction="sum"),
-                    (logits.argmax(1) == ys).sum().float(),
-                    torch.tensor(float(len(ys)), device=self.device),
-                )
-            )
+        add_eval_sums(self.model, x, y, self._val)  # a big batch in cache-sized chunks (CPU)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

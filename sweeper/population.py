@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks, max_pool2
+from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks, max_pool2, model_output_widths
 from .regularizers import model_options
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
@@ -291,9 +291,7 @@ class Population:
         for name in ("params", "exp_avg", "exp_avg_sq", "bn_mean", "bn_var"):
             setattr(member, name, [t.to(self.device) for t in getattr(member, name)])
         if not self.members:
-            with torch.device("meta"):  # its layer sizes only: no memory, no initialization
-                model = build_model(member.cfg.model, self.splits.input_shape, self.splits.n_classes)
-            self.widest = int(getattr(model, "widest", 1))
+            self.widest = max(model_output_widths(member.cfg.model, self.splits.input_shape, self.splits.n_classes))
             if member.kinds[0] == "k":
                 _, height, width = self.splits.input_shape
                 self.pools = [pool for *_, pool in conv_grid(height, width, member.kinds.count("k"))]

@@ -46,14 +46,9 @@ def param_count(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -
 
 def activation_width(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> int:
     """Numbers one row's forward pass produces: every conv output (before pooling), hidden and output unit."""
-    from .models import conv_grid
+    from .models import model_output_widths
 
-    width = sum(int(h) for h in cfg.model.hidden) + n_classes
-    if cfg.model.name == "cnn":
-        _, rows, cols = input_shape
-        grid = conv_grid(rows, cols, len(cfg.model.channels))
-        width += sum(int(c) * h * w for c, (h, w, _) in zip(cfg.model.channels, grid))
-    return width
+    return sum(model_output_widths(cfg.model, input_shape, n_classes))
 
 
 def _bytes(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> tuple[int, int]:
