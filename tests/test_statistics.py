@@ -100,3 +100,43 @@ def test_cost_ratio_median_and_interval():
     assert r.median == pytest.approx(1.1) and r.ci_low > 1.0 and r.measurably_higher and not r.measurably_lower
     noisy = ratio([0.9, 1.1, 0.95, 1.08], [1.0, 1.0, 1.0, 1.0])
     assert not noisy.measurably_lower and not noisy.measurably_higher
+
+
+def _scipy_power(delta: float, se: float, df: float, alpha: float) -> float:
+    """power_at as it was written with scipy.stats (the reference for the scipy.special formulas)."""
+    crit = sps.t.ppf(1 - alpha / 2, df)
+    out = float(sps.nct.sf(crit, df, delta / se) + sps.nct.cdf(-crit, df, delta / se))
+    return out if not math.isnan(out) else float(sps.norm.sf(crit - delta / se) + sps.norm.cdf(-crit - delta / se))
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 4.7, 9, 49])
+def test_scipy_special_formulas_give_scipy_stats_numbers(df):
+    """stats uses scipy.special (t.ppf = stdtrit, t.sf = stdtr at -x, nct.cdf = nctdtr) to spare the command
+    scipy.stats' import; the CI half-width, p-values and power are those of scipy.stats."""
+    from sweeper.stats import t_ppf
+
+    assert t_ppf(0.975, df) == sps.t.ppf(0.975, df)
+    for alpha in (0.05, 0.05 / 3, 0.001):
+        for nc in (0.0, 0.5, 2.0, 5.0, 12.0, 40.0):
+            assert power_at(nc * 0.01, 0.01, df, alpha) == pytest.approx(_scipy_power(nc * 0.01, 0.01, df, alpha), rel=1e-12, abs=1e-15)
+    rng = random.Random(df)
+    a, b = [rng.gauss(0.9, 0.01) for _ in range(6)], [rng.gauss(0.905, 0.02) for _ in range(4)]
+    assert welch(a, b).p_value == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    assert paired(a[:4], b).p_value == pytest.approx(sps.ttest_rel(a[:4], b).pvalue, rel=1e-12)
+
+
+def test_brentq_takes_scipys_steps():
+    """The port of scipy's brentq lands on the same root to the last bit, also where the function is not monotone
+    (power at df 1, where the noncentral t falls back to the normal) and another root finder lands elsewhere."""
+    from scipy.optimize import brentq as scipy_brentq
+
+    from sweeper.stats import brentq
+
+    cases = [(lambda x: x**3 - 2.0, 0.0, 3.0), (lambda x: math.cos(x) - x, 0.0, 1.0), (lambda x: math.exp(x) - 5.0, -1.0, 4.0)]
+    for se, alpha in ((0.0127, 0.05 / 3), (0.0073, 0.05 / 3), (0.0069, 0.05)):
+        hi = se * (sps.t.ppf(1 - alpha / 2, 1) + sps.t.ppf(0.8, 1)) * 4 + 1e-12
+        cases.append((lambda d, se=se, alpha=alpha: power_at(d, se, 1, alpha) - 0.8, 0.0, hi))
+    for f, lo, hi in cases:
+        assert brentq(f, lo, hi, xtol=1e-10) == scipy_brentq(f, lo, hi, xtol=1e-10)
+    reference = scipy_brentq(lambda d: _scipy_power(d, 0.0127, 1, 0.05 / 3) - 0.8, 0.0, cases[3][2], xtol=1e-10)
+    assert mde(0.0127, 1, 0.05 / 3) == pytest.approx(reference, rel=1e-12)
