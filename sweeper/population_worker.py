@@ -198,7 +198,7 @@ class PopulationWorker(Worker):
         from .trial import TrialResult, close_run, final_metrics
 
         slot: Slot = m.handle
-        self._flush(slot)
+        series, slot.buffer = slot.buffer, []  # the last epochs' metrics go with the final ones (close_run)
         slot.heartbeat.__exit__()
         epochs = len(m.history)
         status = {"stopped": "completed"}.get(m.status, m.status)
@@ -215,7 +215,7 @@ class PopulationWorker(Worker):
             m.reason = m.reason or ABANDONED
         mlflow_status = "FINISHED" if status in ("completed", "pruned") else "FAILED"
         assert slot.run_id is not None
-        close_run(self.tracker, slot.run_id, status, mlflow_status, m.reason, metrics, epochs)
+        close_run(self.tracker, slot.run_id, status, mlflow_status, m.reason, metrics, epochs, series)
         if status == "abandoned":
             self._abandoned(slot.trial)
             return

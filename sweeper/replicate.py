@@ -236,15 +236,13 @@ def _close(tracker: Tracker, o: _Opened) -> float | None:
     m, pop = o.member, o.population
     ts = int(time.time() * 1000)
     curves = [Metric(k, float(v), ts, epoch) for epoch, h in enumerate(m.history) for k, v in h.items() if k in EPOCH_METRICS]
-    if curves:
-        tracker.log_metric_items(o.run_id, curves)
     if m.status not in ("completed", "stopped"):
-        close_run(tracker, o.run_id, "failed", "FAILED", m.reason, {"epochs_trained": len(m.history)}, len(m.history))
+        close_run(tracker, o.run_id, "failed", "FAILED", m.reason, {"epochs_trained": len(m.history)}, len(m.history), curves)
         return None
     model = pop.model_of(m)
     metrics = final_metrics(model, pop.splits, pop.device, m.history, m.stopped_early, m.best_epoch, sum(m.epoch_seconds), True)
     metrics["population_size"] = float(o.size)
     if o.keep_model:  # the first seed of each configuration keeps its model
         tracker.set_tags(o.run_id, {"model_uri": tracker.log_model(o.run_id, model, pop.splits.x_test[:2])})
-    close_run(tracker, o.run_id, "completed", "FINISHED", None, metrics, len(m.history))
+    close_run(tracker, o.run_id, "completed", "FINISHED", None, metrics, len(m.history), curves)
     return float(metrics["test_acc"])

@@ -211,15 +211,23 @@ def open_run(
 
 
 def close_run(
-    tracker: Tracker, run_id: str, status: str, mlflow_status: str, reason: str | None, metrics: dict[str, float] | None, epochs: int
+    tracker: Tracker,
+    run_id: str,
+    status: str,
+    mlflow_status: str,
+    reason: str | None,
+    metrics: dict[str, float] | None,
+    epochs: int,
+    series: list | None = None,
 ) -> None:
-    """Final metrics and state tags in one call, then the run's end status (MLflow agrees with Optuna)."""
+    """Final metrics and state tags in one call (with ``series``, per-epoch metrics not logged yet), then the run's
+    end status (MLflow agrees with Optuna)."""
     state = "failed" if status == "abandoned" else status  # the trial is FAIL in Optuna
     tags_out: dict[str, Any] = {"state": state, **({"failure_reason": reason} if reason else {})}
     if status == "pruned":
         tags_out["pruned_epoch"] = epochs
     # val_acc/val_loss are per-epoch series; the final model's go in as final_*
-    tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=epochs)
+    tracker.log_final(run_id, {FINAL_NAMES.get(k, k): v for k, v in (metrics or {}).items()}, tags_out, step=epochs, series=series)
     tracker.end_run(run_id, mlflow_status)
 
 
