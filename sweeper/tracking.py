@@ -201,15 +201,11 @@ class Tracker:
 
     @_guard
     def log_final(self, run_id: str, metrics: dict[str, float], tags: dict[str, Any], step: int = 0, series: list | None = None) -> None:
-        """Final metrics and tags in one call, with ``series`` (per-epoch Metric items not logged yet) in the same
-        batch when MLflow's 1,000 metrics a batch allow: one store write fewer per population member."""
+        """Final metrics and tags in one call, with ``series`` (per-epoch Metric items not logged yet): one store write
+        fewer per population member (MLflow's client splits a batch past its 1,000 entities itself)."""
         ts = int(time.time() * 1000)
         finals = [Metric(k, float(v), ts, step) for k, v in metrics.items() if v is not None]
-        series = list(series or [])
-        if len(series) + len(finals) > 1000:
-            self.log_metric_items(run_id, series)
-            series = []
-        self.client.log_batch(run_id, metrics=series + finals, tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
+        self.client.log_batch(run_id, metrics=[*(series or []), *finals], tags=[RunTag(k, mask(str(v))) for k, v in tags.items()])
 
     @_guard
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
