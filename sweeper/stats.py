@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from scipy import special
 
 POWER = 0.8
-EPS = 2.220446049250313e-16  # float64's machine epsilon (scipy's brentq default rtol is 4 of them)
+FLOAT64_EPS = 2.220446049250313e-16  # float64's machine epsilon (scipy's brentq default rtol is 4 of them)
 
 
 # The t, noncentral t and normal distributions from scipy.special, the functions scipy.stats' own distributions call
@@ -185,7 +185,7 @@ def mde(se: float, df: float, alpha: float, power: float = POWER) -> float:
     return brentq(lambda d: power_at(d, se, df, alpha) - power, 0.0, hi, xtol=1e-10)
 
 
-def brentq(f: Callable[[float], float], xa: float, xb: float, xtol: float, rtol: float = 4 * EPS, maxiter: int = 100) -> float:
+def brentq(f: Callable[[float], float], xa: float, xb: float, xtol: float, rtol: float = 4 * FLOAT64_EPS, maxiter: int = 100) -> float:
     """scipy.optimize.brentq, step for step (scipy's Zeros/brentq.c, by Charles Harris, in Python): the same root to
     the last bit, without importing scipy.optimize (0.16 s). Where the noncentral t falls back to the normal (df 1-2)
     power is not monotone, and another root finder would land on another crossing: this one keeps the numbers."""

@@ -23,8 +23,6 @@ from .errors import TrackingUnavailable, write_failure
 from .masking import mask
 from .stores import artifacts_beside, ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
 
-_MAX_BATCH = 100
-
 
 def _unavailable(exc: Exception) -> bool:
     text = str(exc)
@@ -183,9 +181,8 @@ class Tracker:
 
     @_guard
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(k, mask(str(v))[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), _MAX_BATCH):
-            self.client.log_batch(run_id, params=items[i : i + _MAX_BATCH])
+        """MLflow's client writes them 100 a batch (its limit), as it splits every batch below."""
+        self.client.log_batch(run_id, params=[Param(k, mask(str(v))[:6000]) for k, v in params.items()])
 
     @_guard
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
@@ -196,8 +193,7 @@ class Tracker:
 
     @_guard
     def log_metric_items(self, run_id: str, items: list) -> None:
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i : i + 1000])
+        self.client.log_batch(run_id, metrics=items)  # 1,000 a batch: MLflow's client splits longer lists itself
 
     @_guard
     def log_final(self, run_id: str, metrics: dict[str, float], tags: dict[str, Any], step: int = 0, series: list | None = None) -> None:
