@@ -10,9 +10,11 @@ raising a one-line ``ConfigError`` (field, value, what is allowed) before anythi
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -225,10 +227,15 @@ def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
     first = text.splitlines()[0] if text else type(exc).__name__
     if key_match:
         key = key_match.group(1)
-        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == key), None)
+        named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
+        field_name = next((n for n in named if n == key), None) or next((n for n in named if n.startswith(key + ".")), key)
+        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == field_name and "=" in o), None)
         if "not in" in first:
-            first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"
-        return ConfigError(key, value, first)
+            if "." in key:
+                first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"
+            else:
+                first = f"unknown top-level key {key!r}; top-level keys: {', '.join(f.name for f in fields(Config))}"
+        return ConfigError(field_name, value, first)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for ov in overrides:  # name the one override that does not parse
@@ -330,7 +337,29 @@ def _positive_int(value: Any, name: str) -> None:
         raise ConfigError(name, value, "must be an integer > 0")
 
 
+@functools.cache
+def _schema_fields(schema: type) -> dict[str, type | None]:
+    """A schema's fields, each with its dataclass type where it is one (``Optional[SweepConfig]`` too), else None."""
+    hints = typing.get_type_hints(schema)
+    nested = lambda t: next((a for a in (t, *typing.get_args(t)) if is_dataclass(a) and isinstance(a, type)), None)
+    return {f.name: nested(hints[f.name]) for f in fields(schema)}
+
+
+def check_known_keys(node: Any, schema: type = Config, prefix: str = "") -> None:
+    """A key the schema does not have (``+trainer.foo=1``, ``+typo=3``, a stray key in a team's YAML) is refused:
+    Hydra's ``+`` adds it, and nothing would ever read it, so a misspelt setting would silently do nothing."""
+    hints = _schema_fields(schema)
+    for key in node:
+        name = f"{prefix}{key}"
+        if key not in hints:
+            raise ConfigError(name, node[key], f"unknown key; allowed: {', '.join(f.name for f in fields(schema))}")
+        kind = hints[key]
+        if kind is not None and isinstance(node[key], DictConfig):
+            check_known_keys(node[key], kind, f"{name}.")
+
+
 def validate(cfg: DictConfig) -> None:
+    check_known_keys(cfg)
     d, m, t = cfg.data, cfg.model, cfg.trainer
     if d.name not in DATASETS:
         raise ConfigError("data.name", d.name, f"allowed: {', '.join(DATASETS)}")

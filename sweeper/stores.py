@@ -233,25 +233,54 @@ def check_tracking(cfg: DictConfig) -> None:
     """Before anything is written: the tracking store is usable. Server mode: the server answers and accepts the
     credentials (one line, exit 2). Local mode: a SQLite file store is valid and writable (exit 2); an http(s)
     URI (e.g. $MLFLOW_TRACKING_URI) answers within ~10 s, else TrackingUnavailable (exit 3)."""
+    uri = tracking_uri(cfg)
+    check_tracking_scheme("tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI", uri)
     if cfg.tracking.mode == "server":
         check_tracking_server(cfg)
         return
-    uri = tracking_uri(cfg)
     if uri.startswith(("http://", "https://")):
-        import requests
-
-        try:
-            requests.get(f"{uri.rstrip('/')}/health", timeout=(5, 10))
-        except requests.RequestException as exc:
-            raise TrackingUnavailable(
-                f"MLflow tracking server {mask(uri)} is unreachable ({type(exc).__name__}); nothing was "
-                "trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/"
-            ) from None
+        check_answers(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
         return
     check_sqlite_file("tracking.uri", uri, "MLflow tracking store")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
     if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
+
+
+def check_answers(uri: str, advice: str) -> None:
+    """An http(s) tracking server answers /health within ~10 s, else TrackingUnavailable (exit 3): MLflow's own
+    client would retry a dead server for minutes."""
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=(5, 10))
+    except requests.RequestException as exc:
+        raise TrackingUnavailable(f"MLflow tracking server {mask(uri)} is unreachable ({type(exc).__name__}); {advice}") from None
+
+
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
+def check_tracking_scheme(field_name: str, uri: str) -> None:
+    """A tracking URI MLflow 3 opens (exit 2 before anything is written, not MLflow's traceback): a database URL
+    (``sqlite``, ``postgresql``, ``mysql``, ``mssql``, with an optional ``+driver``), an ``http(s)`` server or
+    ``databricks``. The file store (``./mlruns``, ``file:``) only with ``MLFLOW_ALLOW_FILE_STORE=true``: MLflow 3
+    keeps it in maintenance mode and refuses it otherwise."""
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else "file"
+    if scheme == "file":
+        if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
+            return
+        raise ConfigError(
+            field_name,
+            mask(uri),
+            "MLflow 3 refuses its file store (maintenance mode): use a database such as sqlite:///mlruns/mlflow.db "
+            "(the default) or an http(s):// server; `mlflow migrate-filestore` moves an old store; "
+            "MLFLOW_ALLOW_FILE_STORE=true keeps the file store",
+        )
+    if scheme not in TRACKING_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in TRACKING_SCHEMES)
+        why = f"unsupported scheme {scheme!r}; supported: {allowed} (a file store only with MLFLOW_ALLOW_FILE_STORE=true)"
+        raise ConfigError(field_name, mask(uri), why)
 
 
 def check_tracking_server(cfg: DictConfig) -> None:

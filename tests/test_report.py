@@ -149,6 +149,26 @@ def test_report_bad_inputs_write_nothing(compare_dir, monkeypatch, capsys, tmp_p
     assert "sweep.techniques: 'magic'" in capsys.readouterr().err
 
 
+def test_report_cli_refuses_unopenable_stores_in_one_line(tmp_path, monkeypatch, capsys):
+    """An unsupported scheme or MLflow 3's refused file store: exit 2; a dead server: exit 3 within seconds (MLflow's
+    own client retries it for minutes). Never a traceback, never a report folder."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    out = ["--out", str(tmp_path / "r")]
+    assert report_main(["compare", "--tracking-uri", "ftp://bob:hunter2@example.org/x", *out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --tracking-uri: 'ftp://bob:***@example.org/x' is invalid; unsupported scheme 'ftp'"), err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path}/old-mlruns")
+    assert report_main(["compare", *out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: MLFLOW_TRACKING_URI: ") and "refuses its file store" in err, err
+    t0 = time.monotonic()
+    assert report_main(["compare", "--tracking-uri", "http://bob:hunter2@127.0.0.1:9", *out]) == 3
+    assert time.monotonic() - t0 < 30
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "127.0.0.1:9 is unreachable" in err and "hunter2" not in err, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "old-mlruns").exists()
+
+
 @pytest.mark.parametrize("names,expected", [(["p"], False), (["p", "lr"], True)])
 def test_importance_plot_only_when_several_parameters_were_searched(tmp_path, names, expected):
     # importances are shares of 1: the only searched parameter (the dropout question) always gets all of it

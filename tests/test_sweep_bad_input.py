@@ -51,6 +51,17 @@ BAD = [
     (sweep_args("dropout", "sweep.population=many"), "sweep.population: 'many'", "integer >= 1 (members trained at once) or auto"),
     (sweep_args("dropout", "sweep.population=100000000"), "sweep.population: 100000000", "use a smaller K or auto"),
     (
+        sweep_args("dropout", "tracking.uri=ftp://bob:hunter2@example.org/mlflow"),
+        "tracking.uri: 'ftp://bob:***@example.org/mlflow'",
+        "unsupported scheme 'ftp'; supported: sqlite://, postgresql://",
+    ),
+    (sweep_args("dropout", "tracking.uri=file:///tmp/old"), "tracking.uri: 'file:///tmp/old'", "MLflow 3 refuses its file store"),
+    (sweep_args("dropout", "tracking.uri=old-mlruns"), "tracking.uri: 'old-mlruns'", "MLFLOW_ALLOW_FILE_STORE=true keeps the file store"),
+    (sweep_args("dropout", "+sweep.n_trial=3"), "sweep.n_trial: 3", "unknown key; allowed: name, study_name, metric"),
+    (sweep_args("dropout", "+trainer.max_epoch=3"), "trainer.max_epoch: 3", "unknown key; allowed: max_epochs"),
+    (sweep_args("dropout", "+epochs=3"), "epochs: 3", "unknown key; allowed: data, model, regularizer"),
+    (sweep_args("dropout", "optimizer.lr=0.1"), "optimizer.lr: '0.1'", "unknown top-level key 'optimizer'; top-level keys: data"),
+    (
         sweep_args("dropout", "tracking.system_metrics_interval=0.1"),
         "tracking.system_metrics_interval: 0.1",
         "0 (off) or a number of seconds",
@@ -64,11 +75,24 @@ def _nothing_written(sweep_dir):
 
 
 @pytest.mark.parametrize("argv,field,allowed", BAD, ids=[b[1] for b in BAD])
-def test_bad_sweep_input(sweep_dir, capsys, argv, field, allowed):
+def test_bad_sweep_input(sweep_dir, capsys, monkeypatch, argv, field, allowed):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and field in err and allowed in err, err
     _nothing_written(sweep_dir)
+
+
+def test_file_store_is_used_when_mlflow_is_told_to_allow_it(sweep_dir, monkeypatch):
+    """MLFLOW_ALLOW_FILE_STORE=true is MLflow's own opt-in to its file store: the scheme check lets it through."""
+    from sweeper import config, stores
+
+    cfg = config.load(sweep_args("dropout", f"tracking.uri=file://{sweep_dir / 'old-mlruns'}"))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    stores.check_tracking_scheme("tracking.uri", stores.tracking_uri(cfg))
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
+    with pytest.raises(config.ConfigError, match="MLflow 3 refuses its file store"):
+        stores.check_tracking_scheme("tracking.uri", stores.tracking_uri(cfg))
 
 
 def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
