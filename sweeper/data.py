@@ -145,6 +145,13 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
     if features.isna().to_numpy().any():
         bad = features.columns[features.isna().any()].tolist()
         raise ConfigError("data.path", cfg.path, f"feature columns with missing values: {', '.join(map(str, bad))}")
+    finite = np.isfinite(features.to_numpy(dtype=np.float64))
+    if not finite.all():  # an inf would make every run's loss NaN at its first step
+        bad = features.columns[~finite.all(axis=0)].tolist()
+        raise ConfigError("data.path", cfg.path, f"feature columns with infinite values: {', '.join(map(str, bad))}")
+    if df[cfg.label].isna().any():  # it would become a class of its own, "nan"
+        rows = np.flatnonzero(df[cfg.label].isna().to_numpy())
+        raise ConfigError("data.label", cfg.label, f"missing in {len(rows)} row(s) of {cfg.path} (first: data row {rows[0] + 1})")
     _, y = np.unique(df[cfg.label].astype(str).to_numpy(), return_inverse=True)
     return features.to_numpy(dtype=np.float32), y.astype(np.int64)
 

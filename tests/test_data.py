@@ -159,5 +159,13 @@ def test_csv_errors_name_the_problem(tmp_path):
         prepare(config.load(["data=csv", f"data.path={bad}"]))
     with pytest.raises(ConfigError, match=r"data\.path: .*does not exist"):
         config.load(["data=csv", f"data.path={tmp_path / 'missing.csv'}"])
+    rows = [f"{i},{-i if i != 4 else 'inf'},{i % 2}" for i in range(40)]
+    (tmp_path / "inf.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")  # inf: every run's loss NaN at step 1
+    with pytest.raises(ConfigError, match=r"feature columns with infinite values: b$"):
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'inf.csv'}"]))
+    rows = [f"{i},{-i},{i % 2 if i not in (6, 9) else ''}" for i in range(40)]
+    (tmp_path / "nolabel.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")  # not a class "nan"
+    with pytest.raises(ConfigError, match=r"data\.label: 'label'.*missing in 2 row\(s\).*first: data row 7"):
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'nolabel.csv'}"]))
     with pytest.raises(ConfigError, match=r"model\.name: 'cnn'.*needs image data"):
         prepare(config.load(["data=csv", f"data.path={path}", "data.label=target", "model=cnn"]))
