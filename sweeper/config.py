@@ -606,6 +606,7 @@ def validate_sweep(cfg: DictConfig) -> dict:
     if not params:
         raise ConfigError("sweep.params", params, "a sweep needs at least one searched parameter")
     space = search_space.parse(params)
+    probe = None
     for name, p in space.items():
         if name in GROUPS:
             for choice in getattr(p.distribution, "choices", ()):
@@ -615,6 +616,9 @@ def validate_sweep(cfg: DictConfig) -> dict:
                     )
         elif OmegaConf.select(cfg, name, default=_ABSENT) is _ABSENT:
             raise ConfigError(f"sweep.params.{name}", p.text, f"{name} is not a key of the config")
+        else:
+            probe = probe if probe is not None else _writable_copy(cfg)
+            _check_searched_values(probe, p)
     if sw.axis is not None and sw.axis not in space:
         raise ConfigError("sweep.axis", sw.axis, f"must be one of the searched parameters: {', '.join(space)}")
     if sw.sampler.name == "grid":
@@ -627,6 +631,39 @@ def validate_sweep(cfg: DictConfig) -> dict:
 
 
 _ABSENT = object()
+
+
+def _writable_copy(cfg: DictConfig) -> DictConfig:
+    probe = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(probe, False)
+    return probe
+
+
+def _check_searched_values(probe: DictConfig, p: Any) -> None:
+    """Every value a trial could be given must be a valid config: each choice, both ends of a range or an interval
+    (Optuna may suggest either end). A bound outside what the key allows (``interval(-1, 0.5)`` for a dropout rate,
+    ``choice(0, 32)`` for a batch size) would otherwise fail trial after trial, and a sweep whose searched trials
+    all failed would still end with exit 0. A continuous interval on an integer key is refused too."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    field_name = f"sweep.params.{p.name}"
+    current = OmegaConf.select(probe, p.name)
+    dist = p.distribution
+    if isinstance(dist, FloatDistribution) and dist.step is None and isinstance(current, int) and not isinstance(current, bool):
+        raise ConfigError(field_name, p.text, f"{p.name} is an integer: search it with range(...) or tag(int, interval(...))")
+    if isinstance(dist, CategoricalDistribution):
+        probes = [(f"choice {v!r}", v) for v in dist.choices]
+    else:
+        probes = [(f"low end {dist.low!r}", dist.low), (f"high end {dist.high!r}", dist.high)]
+    for where, value in probes:
+        try:
+            OmegaConf.update(probe, p.name, value, merge=True)
+            validate(probe)
+        except ConfigError as exc:
+            raise ConfigError(field_name, p.text, f"its {where} is invalid: {exc.field}: {exc.allowed}") from None
+        except OmegaConfBaseException as exc:
+            raise ConfigError(field_name, p.text, f"its {where} is invalid: {str(exc).splitlines()[0]}") from None
+    OmegaConf.update(probe, p.name, current, merge=True)  # the next parameter is probed against the sweep's own config
 
 
 def looks(sweep: Any) -> int:

@@ -13,6 +13,26 @@ BAD = [
     (sweep_args("dropout", "sweep.params.regularizer.q=interval(0.1,0.2)"), "sweep.params.regularizer.q", "not a key of the config"),
     (sweep_args("dropout", "sweep.params.optim.lrate=interval(0.1,0.2)"), "sweep.params.optim.lrate", "not a key of the config"),
     (sweep_args("dropout", "sweep.n_trials=0"), "sweep.n_trials: 0", "> 0"),
+    (  # every searched trial would fail, and the sweep would still exit 0
+        sweep_args("dropout", "sweep.params.regularizer.p=interval(-1,0.5)"),
+        "sweep.params.regularizer.p: 'interval(-1,0.5)'",
+        "its low end -1.0 is invalid: regularizer.p: dropout rate must be in [0, 1)",
+    ),
+    (
+        sweep_args("dropout", "sweep.params.data.batch_size=choice(0,32)"),
+        "sweep.params.data.batch_size: 'choice(0,32)'",
+        "its choice 0 is invalid: data.batch_size: must be an integer > 0",
+    ),
+    (
+        sweep_args("dropout", "sweep.params.trainer.max_epochs=interval(1,3)"),
+        "sweep.params.trainer.max_epochs: 'interval(1,3)'",
+        "trainer.max_epochs is an integer: search it with range(...) or tag(int, interval(...))",
+    ),
+    (
+        sweep_args("dropout", "sweep.params.optim.name=choice(adam,rmsprop)"),
+        "sweep.params.optim.name: 'choice(adam,rmsprop)'",
+        "its choice 'rmsprop' is invalid: optim.name: allowed: adam, sgd",
+    ),
     (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
     (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
