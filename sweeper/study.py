@@ -4,7 +4,7 @@ A study of ``n_trials`` is created once with ``n_trials`` WAITING trial slots (s
 unregularized baseline). Every worker, in this process, in ``workers=N`` child processes or on
 other machines, pops those slots until none are left (``worker.py``), so the total is exact however
 many workers join and however often the command is re-run. A later run with a larger
-``sweep.n_trials`` tops the slots up; a changed search space or direction is refused.
+``sweep.n_trials`` tops the slots up; a changed search space, direction or trial setting is refused.
 """
 
 from __future__ import annotations
@@ -124,6 +124,64 @@ def _study_signature(cfg: DictConfig, space: dict[str, SearchParam]) -> dict[str
     return {"space": signature(space), "objectives": config_mod.objectives(cfg.sweep)}
 
 
+# Settings that do not change what a trial trains: where things are and how the work is run (a worker on another
+# host may keep its data elsewhere, run on a GPU, or use another population size). Everything else in data, model,
+# regularizer, optim, trainer and seed, and the sweep's baseline, must match for a trial to join a study.
+NOT_RESULTS = frozenset(
+    [
+        "data.root",
+        "data.path",
+        "data.download",
+        "data.eval_batch_size",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.threads",
+        "trainer.deterministic",
+        "trainer.checkpoint_every",
+    ]
+)
+RESULT_GROUPS = ("data", "model", "regularizer", "optim", "trainer")
+
+
+def trial_settings(cfg: DictConfig, space: dict[str, SearchParam]) -> dict[str, Any]:
+    """The fixed settings every trial of the study trains with (flattened ``key: value``; searched keys, and the
+    whole group when a config group is searched, left out). A resumed study, or a worker joining it, with other
+    values would mix trials trained differently in one ranking, e.g. trials of 2 epochs against a baseline of 1."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, Any] = {"seed": int(cfg.seed), "sweep.baseline": list(cfg.sweep.baseline or [])}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key, value in node.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{name}.")
+            elif name not in NOT_RESULTS:
+                flat[name] = value
+
+    for group in RESULT_GROUPS:
+        if group not in space:
+            walk(OmegaConf.to_container(cfg[group], resolve=True), f"{group}.")
+    return _normalize({k: v for k, v in flat.items() if k not in space})
+
+
+def _check_same_settings(existing: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], url: str) -> None:
+    stored = existing.user_attrs.get("sweeper_settings")
+    now = trial_settings(cfg, space)
+    if stored is None:  # a study from before settings were recorded: they are recorded now
+        existing.set_user_attr("sweeper_settings", now)
+        return
+    for key in sorted(set(stored) | set(now)):
+        if stored.get(key) != now.get(key):
+            name = existing.study_name
+            raise ConfigError(
+                key,
+                now.get(key),
+                f"study {name!r} in {mask(url)} was run with {key}={json.dumps(stored.get(key))}: its trials would not be "
+                f"comparable; resume it with the same settings, or start a new one with sweep.study_name={name}_v2",
+            )
+
+
 def _normalize(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=list))
 
@@ -155,11 +213,13 @@ def open_study(
                 f"a study with this name already exists in {mask(url)} with a "
                 f"different {what}; start a new one with sweep.study_name={name}_v2 (or delete the old study)",
             )
+        _check_same_settings(existing, cfg, space, url)
         study = existing
     else:
         try:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
             study.set_user_attr("sweeper_signature", sig)
+            study.set_user_attr("sweeper_settings", trial_settings(cfg, space))
             study.set_metric_names([m for m, _ in objs])  # optuna-dashboard shows val_acc, not "Objective 0"
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)

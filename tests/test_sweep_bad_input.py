@@ -124,6 +124,29 @@ def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
     _nothing_written(sweep_dir)
 
 
+def test_resuming_with_other_trial_settings_is_refused_and_with_other_resources_is_not(sweep_dir, capsys):
+    """A study resumed (or joined) with settings its trials train with changed would rank, e.g., trials of 3 epochs
+    against a baseline of 2; the changed key is named with both values. Where and how the work runs may change."""
+    assert main(sweep_args("dropout", "sweep.n_trials=1", "sweep.replicates=0", "sweep.timing_repeats=0")) == 0
+    runs_before = len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"))
+    capsys.readouterr()
+    for change, named in (
+        ("trainer.max_epochs=3", "trainer.max_epochs: 3 is invalid; study 'dropout' in sqlite:///"),
+        ("optim.lr=0.01", "was run with optim.lr=0.001: its trials would not be comparable"),
+        ("seed=4", "seed: 4 is invalid"),
+        ("model.hidden=[64,32]", "was run with model.hidden=[32, 16]"),
+        ("data.split_seed=1", "data.split_seed: 1 is invalid"),
+    ):
+        assert main(sweep_args("dropout", "sweep.n_trials=2", "sweep.replicates=0", change)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and named in err and "sweep.study_name=dropout_v2" in err, err
+    assert len(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials) == 1
+    assert len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")) == runs_before
+    # the searched key's base value, the population size, threads and evaluation batch size do not change a trial
+    same = ("regularizer.p=0.4", "sweep.population=1", "trainer.threads=1", "data.eval_batch_size=256", "sweep.replicates=0")
+    assert main(sweep_args("dropout", "sweep.n_trials=1", "sweep.timing_repeats=0", *same)) == 0
+
+
 @pytest.mark.slow
 def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, capsys):
     assert main(sweep_args("dropout", "sweep.n_trials=1")) == 0
