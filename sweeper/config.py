@@ -214,15 +214,20 @@ def compose_config(overrides: list[str], layers: list[Path] | None = None) -> Di
         msg = str(getattr(exc, "msg", exc)).splitlines()[0]
         raise ConfigError(key, getattr(exc, "value", None), msg) from None
     except Exception as exc:  # hydra's own override/compose errors
-        raise _hydra_error(exc, overrides) from None
+        raise _hydra_error(exc, overrides, layers) from None
     finally:
         GlobalHydra.instance().clear()
 
 
-def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
-    """Turn a Hydra composition error into one line naming the field and value."""
+def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> ConfigError:
+    """Turn a Hydra composition error into one line naming the field and value (and the YAML file it came from)."""
     cause = exc.__cause__
     text = str(cause if cause is not None else exc)
+    where = re.search(r'in "[^"]*/conf/(\w+)/([\w.-]+)\.yaml", line (\d+)', text)  # a YAML syntax error, in the merged folder
+    if where:
+        group, option, line = where.groups()
+        problem = text.splitlines()[0]
+        return ConfigError(group, option, f"{conf_layers.origin(group, option, layers)} is not valid YAML: {problem} (line {line})")
     key_match = re.search(r"full_key: (\S+)", text)
     first = text.splitlines()[0] if text else type(exc).__name__
     if key_match:
@@ -230,11 +235,14 @@ def _hydra_error(exc: Exception, overrides: list[str]) -> ConfigError:
         named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
         field_name = next((n for n in named if n == key), None) or next((n for n in named if n.startswith(key + ".")), key)
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == field_name and "=" in o), None)
-        if "not in" in first:
+        if "not in" in text:
             if "." in key:
                 first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"
             else:
                 first = f"unknown top-level key {key!r}; top-level keys: {', '.join(f.name for f in fields(Config))}"
+            source = re.match(r"In '(\w+)/([\w.-]+)'", text)  # the key is in a config file, not on the command line
+            if source and field_name not in named:
+                first += f" (set in {conf_layers.origin(source.group(1), source.group(2), layers)})"
         return ConfigError(field_name, value, first)
     from hydra.core.override_parser.overrides_parser import OverridesParser
 

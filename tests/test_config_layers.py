@@ -88,6 +88,19 @@ def test_team_config_that_fails_validation_names_its_file(team, capsys):
     assert len(err.splitlines()) == 1 and "model.hidden: [16, 0]" in err and str(team / "conf" / "model" / "bad_mlp.yaml") in err
 
 
+def test_broken_or_misspelt_team_yaml_names_its_own_file(team, capsys):
+    """Layers are merged into a temporary folder for Hydra: its errors must name the team's file, not that copy."""
+    (team / "conf" / "model" / "broken.yaml").write_text("name: mlp\nhidden: [16\n")
+    assert main(["model=broken", "data=digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: model: 'broken' is invalid; {team / 'conf' / 'model' / 'broken.yaml'} is not valid YAML"), err
+    (team / "conf" / "model" / "typo.yaml").write_text("name: mlp\nhiden: [16]\n")
+    assert main(["model=typo", "data=digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: model.hiden: None is invalid; unknown key 'hiden' in model (set in {team / 'conf' / 'model' / 'typo.yaml'})"
+
+
 def test_optuna_storage_is_a_fallback_after_sweepers_own_variable(team, monkeypatch):
     from sweeper import stores
 
