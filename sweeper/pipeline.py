@@ -25,6 +25,7 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     stores.check_storage(stores.storage_url(cfg))
     try:
         stores.check_tracking(cfg)
+        _check_model_fits(cfg)
         argv = _resolve_population(cfg, argv)
         return _sweep(cfg, argv)
     except StoreUnavailable as exc:
@@ -40,6 +41,15 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _check_model_fits(cfg: DictConfig) -> None:
+    """The sweep's model must fit in memory before a study is made for it (ConfigError, exit 2, nothing written)."""
+    from .data import load_splits
+    from .trial import check_model_fits
+
+    splits = load_splits(cfg.data)
+    check_model_fits(cfg, splits.input_shape, splits.n_classes)
 
 
 def _resolve_population(cfg: DictConfig, argv: list[str]) -> list[str]:

@@ -65,6 +65,7 @@ BAD = [
     (["data=mnist", "data.root=/no/such/dir"], "data.root: '/no/such/dir'", "data.download=true"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs: 'abc'", "Integer"),
     (["regularizer.bogus=1"], "regularizer.bogus", "unknown key"),
+    (["model.hidden=[100000,100000]"], "model.hidden: [100000, 100000]", "this MLP has 10,079,600,010 parameters and needs about"),
     (["trainer.accelerator=tpu9"], "trainer.accelerator: 'tpu9'", "auto, cpu"),
     (["trainer.devices=2"], "trainer.devices: 2", "only 1"),
     (["seed=-1"], "seed: -1", "[0, 2**32)"),

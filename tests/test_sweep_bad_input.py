@@ -13,6 +13,7 @@ BAD = [
     (sweep_args("dropout", "sweep.params.regularizer.q=interval(0.1,0.2)"), "sweep.params.regularizer.q", "not a key of the config"),
     (sweep_args("dropout", "sweep.params.optim.lrate=interval(0.1,0.2)"), "sweep.params.optim.lrate", "not a key of the config"),
     (sweep_args("dropout", "sweep.n_trials=0"), "sweep.n_trials: 0", "> 0"),
+    (sweep_args("dropout", "model.hidden=[100000,100000]"), "model.hidden: [100000, 100000]", "GiB to train (weights, gradients"),
     (sweep_args("dropout", "sweep.n_trials=100000000"), "sweep.n_trials: 100000000", "at most 10,000 trials (100,000,000 asked)"),
     (sweep_args("compare", "sweep.trials_per_technique=5000"), "sweep.trials_per_technique: 5000", "at most 10,000 trials (40,001"),
     (  # every searched trial would fail, and the sweep would still exit 0
