@@ -518,6 +518,18 @@ OBJECTIVE_METRICS = (
 )  # never test_*: the test split is for reporting only
 
 
+# metrics whose better direction is not a choice: maximizing a loss or a cost would select the worst trials
+NATURAL_DIRECTIONS = {
+    "val_acc": "maximize",
+    "best_val_acc": "maximize",
+    "val_loss": "minimize",
+    "final_gen_gap": "minimize",
+    "train_time_s": "minimize",
+    "epoch_time_s": "minimize",
+    "inference_ms_per_1k": "minimize",
+}
+
+
 MAX_TRIALS = 10_000  # slots queued at setup: 13 ms each measured (SQLite, busy 2 cores), 10,000 ~2 min, 1e8 ~2 weeks
 
 
@@ -558,6 +570,12 @@ def validate_sweep(cfg: DictConfig) -> dict:
             )
         if direction not in DIRECTIONS:
             raise ConfigError("sweep.direction", direction, f"allowed: {', '.join(DIRECTIONS)}")
+        natural = NATURAL_DIRECTIONS.get(metric)
+        if natural is not None and direction != natural:
+            field_name = "sweep.directions" if sw.directions is not None else "sweep.direction"
+            raise ConfigError(
+                field_name, direction, f"{metric} is only ever {natural}d (the study would select its worst trials): set {natural}"
+            )
     if sw.sampler.name not in SAMPLERS:
         raise ConfigError("sweep.sampler.name", sw.sampler.name, f"allowed: {', '.join(SAMPLERS)}")
     if sw.pruner.name not in PRUNERS:

@@ -40,6 +40,12 @@ BAD = [
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
     (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
     (sweep_args("dropout", "sweep.metric=accuracy"), "sweep.metric: 'accuracy'", "val_acc, val_loss"),
+    (sweep_args("dropout", "sweep.metric=val_loss"), "sweep.direction: 'maximize'", "val_loss is only ever minimized"),
+    (
+        sweep_args("dropout", "sweep.metrics=[val_acc,train_time_s]", "sweep.directions=[maximize,maximize]"),
+        "sweep.directions: 'maximize'",
+        "train_time_s is only ever minimized (the study would select its worst trials): set minimize",
+    ),
     (sweep_args("dropout", "sweep.metric=test_acc"), "sweep.metric: 'test_acc'", "reporting only"),
     (sweep_args("dropout", "sweep.sampler.name=grid"), "sweep.params.regularizer.p", "grid sampler needs"),
     (sweep_args("dropout", "storage=redis://localhost:6379/0"), "storage: 'redis://localhost:6379/0'", "supported: sqlite, postgresql"),
@@ -155,8 +161,8 @@ def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, caps
     assert main(sweep_args("dropout", "sweep.n_trials=1")) == 0
     runs_before = len(all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"))
     capsys.readouterr()
-    for change in ("sweep.params.regularizer.p=interval(0.0,0.9)", "sweep.direction=minimize"):
-        assert main(sweep_args("dropout", "sweep.n_trials=3", change)) == 2
+    for change in (["sweep.params.regularizer.p=interval(0.0,0.9)"], ["sweep.direction=minimize", "sweep.metric=val_loss"]):
+        assert main(sweep_args("dropout", "sweep.n_trials=3", *change)) == 2
         err = capsys.readouterr().err
         assert "sweep.study_name: 'dropout'" in err and "sweep.study_name=dropout_v2" in err
     assert len(load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").trials) == 1
