@@ -266,7 +266,10 @@ def check_tracking_scheme(field_name: str, uri: str) -> None:
     (``sqlite``, ``postgresql``, ``mysql``, ``mssql``, with an optional ``+driver``), an ``http(s)`` server or
     ``databricks``. The file store (``./mlruns``, ``file:``) only with ``MLFLOW_ALLOW_FILE_STORE=true``: MLflow 3
     keeps it in maintenance mode and refuses it otherwise."""
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else "file"
+    if "://" in uri:
+        scheme = uri.split("://", 1)[0].split("+", 1)[0].lower()
+    else:  # a plain folder is MLflow's file store; "databricks" alone is Databricks' default profile
+        scheme = "databricks" if uri.lower() == "databricks" else "file"
     if scheme == "file":
         if os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1"):
             return

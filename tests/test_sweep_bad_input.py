@@ -122,6 +122,8 @@ def test_file_store_is_used_when_mlflow_is_told_to_allow_it(sweep_dir, monkeypat
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
     with pytest.raises(config.ConfigError, match="MLflow 3 refuses its file store"):
         stores.check_tracking_scheme("tracking.uri", stores.tracking_uri(cfg))
+    for uri in ("databricks", "databricks://team", "postgresql+psycopg2://h/db", "HTTPS://mlflow.example.org"):
+        stores.check_tracking_scheme("tracking.uri", uri)  # schemes MLflow opens are let through
 
 
 def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
