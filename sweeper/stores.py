@@ -239,7 +239,7 @@ def check_tracking(cfg: DictConfig) -> None:
         check_tracking_server(cfg)
         return
     if uri.startswith(("http://", "https://")):
-        check_answers(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
+        check_reachable(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
         return
     check_sqlite_file("tracking.uri", uri, "MLflow tracking store")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
@@ -247,7 +247,7 @@ def check_tracking(cfg: DictConfig) -> None:
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
 
 
-def check_answers(uri: str, advice: str) -> None:
+def check_reachable(uri: str, advice: str) -> None:
     """An http(s) tracking server answers /health within ~10 s, else TrackingUnavailable (exit 3): MLflow's own
     client would retry a dead server for minutes."""
     import requests
