@@ -46,10 +46,9 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
 def _check_model_fits(cfg: DictConfig) -> None:
     """The sweep's model must fit in memory before a study is made for it (ConfigError, exit 2, nothing written)."""
     from .data import load_splits
-    from .trial import check_model_fits
 
     splits = load_splits(cfg.data)
-    check_model_fits(cfg, splits.input_shape, splits.n_classes)
+    population_size.check_model_fits(cfg, splits.input_shape, splits.n_classes)
 
 
 def _resolve_population(cfg: DictConfig, argv: list[str]) -> list[str]:

@@ -86,6 +86,24 @@ def free_bytes(dev: str) -> int:
     return int(psutil.virtual_memory().available)
 
 
+def check_model_fits(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> None:
+    """One model's training memory (``population_size``'s estimate at K=1) must fit in the memory free now: a model
+    that cannot be allocated is a one-line error naming the model's size, not torch's allocator traceback."""
+    dev = device(cfg)
+    need, free = population_bytes(cfg, input_shape, n_classes, 1), free_bytes(dev)
+    if need > free:
+        field_name, value = (
+            ("model.hidden", list(cfg.model.hidden)) if cfg.model.name == "mlp" else ("model.channels", list(cfg.model.channels))
+        )
+        raise ConfigError(
+            field_name,
+            value,
+            f"this {cfg.model.name.upper()} has {param_count(cfg, input_shape, n_classes):,} parameters and needs about "
+            f"{need / 2**30:.1f} GiB to train (weights, gradients, Adam's moments, a batch's activations); "
+            f"{free / 2**30:.1f} GiB is free on {dev}",
+        )
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 

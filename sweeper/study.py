@@ -147,22 +147,11 @@ def trial_settings(cfg: DictConfig, space: dict[str, SearchParam]) -> dict[str, 
     """The fixed settings every trial of the study trains with (flattened ``key: value``; searched keys, and the
     whole group when a config group is searched, left out). A resumed study, or a worker joining it, with other
     values would mix trials trained differently in one ranking, e.g. trials of 2 epochs against a baseline of 1."""
-    from omegaconf import OmegaConf
-
     flat: dict[str, Any] = {"seed": int(cfg.seed), "sweep.baseline": list(cfg.sweep.baseline or [])}
-
-    def walk(node: Any, prefix: str) -> None:
-        for key, value in node.items():
-            name = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, f"{name}.")
-            elif name not in NOT_RESULTS:
-                flat[name] = value
-
     for group in RESULT_GROUPS:
         if group not in space:
-            walk(OmegaConf.to_container(cfg[group], resolve=True), f"{group}.")
-    return _normalize({k: v for k, v in flat.items() if k not in space})
+            flat.update(config_mod.flatten(config_mod.to_dict(cfg[group]), group))
+    return _normalize({k: v for k, v in flat.items() if k not in space and k not in NOT_RESULTS})
 
 
 def _check_same_settings(existing: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], url: str) -> None:

@@ -20,11 +20,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 
+from . import population_size
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
 from .data import Splits, data_source, load_splits
-from .errors import ABANDONED, ConfigError, StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
+from .errors import ABANDONED, StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
 from .models import build_model, count_parameters, evaluate
 from .tracking import Tracker
 
@@ -61,28 +62,8 @@ def prepare(cfg: DictConfig) -> Prepared:
     splits = load_splits(cfg.data)
     if cfg.model.name == "cnn":
         build_model(cfg.model, splits.input_shape, splits.n_classes)  # raises for flat data
-    check_model_fits(cfg, splits.input_shape, splits.n_classes)
+    population_size.check_model_fits(cfg, splits.input_shape, splits.n_classes)
     return Prepared(cfg, active, regs_mod.label(active), splits)
-
-
-def check_model_fits(cfg: DictConfig, input_shape: tuple[int, ...], n_classes: int) -> None:
-    """One model's training memory (``population_size``'s estimate at K=1) must fit in the memory free now: a model
-    that cannot be allocated is a one-line error naming the model's size, not torch's allocator traceback."""
-    from .population_size import device, free_bytes, param_count, population_bytes
-
-    dev = device(cfg)
-    need, free = population_bytes(cfg, input_shape, n_classes, 1), free_bytes(dev)
-    if need > free:
-        field_name, value = (
-            ("model.hidden", list(cfg.model.hidden)) if cfg.model.name == "mlp" else ("model.channels", list(cfg.model.channels))
-        )
-        raise ConfigError(
-            field_name,
-            value,
-            f"this {cfg.model.name.upper()} has {param_count(cfg, input_shape, n_classes):,} parameters and needs about "
-            f"{need / 2**30:.1f} GiB to train (weights, gradients, Adam's moments, a batch's activations); "
-            f"{free / 2**30:.1f} GiB is free on {dev}",
-        )
 
 
 def sparsity_metrics(model: torch.nn.Module) -> dict[str, float]:
