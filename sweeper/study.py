@@ -219,10 +219,16 @@ def open_study(
 
 def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
     """A trial that failed while the tracking server was down can leave its MLflow run RUNNING
-    (found by the run's trial_number tag, even if the trial never learned the run id)."""
-    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
-    running = tracker.search_runs("attributes.status = 'RUNNING' and tags.role = 'trial'")
-    orphans = [r.info.run_id for r in running if states.get(int(r.data.tags.get("trial_number", -1))) not in (None, TrialState.RUNNING)]
+    (found by the run's trial_number tag, even if the trial never learned the run id).
+
+    Only a trial that had already finished when its state was read counts: a worker closes its run before it tells
+    the trial, so such a run has no owner left. A WAITING trial in that read may be popped by another worker a moment
+    later, and the run it opens is live (the two-worker test saw this: a second worker starting up closed the first
+    worker's live run, and its late ``failed`` tag outlived the owner's ``completed``)."""
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    states = {t.number: t.state for t in study.get_trials(deepcopy=False)}  # read before the runs: see above
+    running = tracker.search_runs(f"attributes.status = 'RUNNING' and tags.role = 'trial' and tags.study = '{study.study_name}'")
+    orphans = [r.info.run_id for r in running if states.get(int(r.data.tags.get("trial_number", -1))) in finished]
     if orphans:
         close_runs(tracker, orphans, "FAILED", "trial ended while its worker had no tracking server")
 

@@ -346,6 +346,32 @@ def test_a_run_whose_link_never_reached_its_trial_is_closed_when_the_trial_goes_
     assert sorted(t.state.name for t in study.get_trials()) == ["FAIL", "FAIL", "WAITING", "WAITING"]  # both retried
 
 
+def test_a_starting_worker_closes_only_runs_whose_trial_had_finished(tmp_path):
+    # a worker starting up closes the runs a lost tracking server left RUNNING; it took any trial not RUNNING in its read
+    # for finished, so a WAITING trial that the first worker popped a moment later had its live run closed FAILED, and
+    # the late "failed" tag outlived the owner's "completed" (seen in CI: test_two_local_workers_on_sqlite)
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweeper import stores
+    from sweeper.study import _close_orphan_runs
+    from sweeper.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    storage = stores.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=4)
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING))  # 0: popped by a live worker meanwhile
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # 1: failed while the tracking server was down
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=1.0))  # 2: the same, then told
+    tags = lambda n, name="s": {"role": "trial", "study": name, "trial_number": n}
+    live, lost, told = (tracker.start_run(f"t{n}", tags=tags(n)) for n in (0, 1, 2))
+    elsewhere = tracker.start_run("t1 of another study", tags=tags(1, "other"))
+    _close_orphan_runs(study, tracker)
+    statuses = [tracker.get_run(r).info.status for r in (live, lost, told, elsewhere)]
+    assert statuses == ["RUNNING", "FAILED", "FAILED", "RUNNING"]
+    assert tracker.get_run(lost).data.tags["failure_reason"] == "trial ended while its worker had no tracking server"
+
+
 def test_processes_opening_a_new_study_together_set_it_up_once(sweep_dir):
     # reading "set up yet?" and then marking it was not atomic: two workers starting together both queued the slots
     # (9 trials for sweep.n_trials=5) and both created a parent run (seen in CI: two server workers). Threads with
