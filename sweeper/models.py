@@ -114,11 +114,15 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.
 def _dense_head(
     n_in: int, hidden: list[int], n_classes: int, act: str, dropout: float, batchnorm: bool, momentum: float, ghost: int | None = None
 ) -> list[nn.Module]:
-    """Hidden blocks Linear -> [BatchNorm1d] -> activation -> [Dropout], then the output Linear."""
+    """Hidden blocks Linear -> [BatchNorm1d] -> activation -> [Dropout], then the output Linear. A layer followed by
+    batch norm has no bias (``bias=not batchnorm``, as torchvision's ResNets): the norm subtracts it again, so its
+    true gradient is zero and what autograd returns is rounding noise, which Adam scales up to full-size steps. The
+    bias then random-walked, and the running mean with it, differently in every implementation (the population
+    engine's grouped convolution sums that noise in another order: see README, "Population training")."""
     layers: list[nn.Module] = []
     sizes = [n_in, *hidden]
     for a, b in zip(sizes, sizes[1:]):
-        layers.append(nn.Linear(a, b))
+        layers.append(nn.Linear(a, b, bias=not batchnorm))
         if batchnorm:
             layers.append(nn.BatchNorm1d(b, momentum=momentum) if ghost is None else GhostBatchNorm1d(b, momentum, ghost))
         layers.append(ACTIVATIONS[act]())
@@ -150,7 +154,7 @@ class CNN(nn.Module):
         layers: list[nn.Module] = []
         self.widest = max(output_widths(input_shape, n_classes, hidden, channels))  # (``eval_rows``)
         for out, (_, _, pool) in zip(channels, conv_grid(h, w, len(channels))):
-            layers.append(nn.Conv2d(c, out, 3, padding=1))
+            layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batchnorm))  # no bias before a norm (_dense_head)
             if batchnorm:
                 layers.append(
                     nn.BatchNorm2d(out, momentum=bn_momentum) if bn_ghost is None else GhostBatchNorm2d(out, bn_momentum, bn_ghost)

@@ -94,7 +94,7 @@ class Member:
     bn_momentum: float = 0.1
     bn_ghost: int | None = None  # ghost batch norm's sub-batch size (the same for every member of a population)
     # of each parameter: "w" Linear weight, "b" its bias, "g"/"be" BatchNorm1d's scale/shift; "k" Conv2d kernel, "kb"
-    # its bias, "g2"/"be2" BatchNorm2d's scale/shift
+    # its bias, "g2"/"be2" BatchNorm2d's scale/shift (a layer followed by batch norm has no bias: models._dense_head)
     kinds: tuple[str, ...] = ()
     # state between epochs
     params: list[torch.Tensor] = field(default_factory=list)  # in model.parameters() order: W1, b1, [g1, be1,] W2, ...
@@ -132,7 +132,8 @@ def new_member(handle: Any, cfg: DictConfig, regularizers: list, input_shape, n_
     kinds: list[str] = []
     norms = _batch_norms(model)
     for mod in model.modules():  # modules() and parameters() walk the layers in the same order
-        kinds += next((v for t, v in _KINDS.items() if isinstance(mod, t)), [])
+        kind = next((v for t, v in _KINDS.items() if isinstance(mod, t)), [])
+        kinds += kind if getattr(mod, "bias", None) is not None else kind[:1]
     assert len(kinds) == len(params), (kinds, [p.shape for p in params])
     values = {**{k: v for r in regularizers for k, v in r.values.items()}}
     names = {r.name for r in regularizers}
@@ -429,8 +430,9 @@ class Population:
             block = 0
             while kinds[i] == "k":
                 w = P[i]  # (K, out, in, 3, 3)
-                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), P[i + 1].reshape(-1), padding=1, groups=k)
-                i += 2
+                bias = kinds[i + 1] == "kb"
+                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), P[i + 1].reshape(-1) if bias else None, padding=1, groups=k)
+                i += 1 + bias
                 if kinds[i] == "g2":
                     h = bn.apply2d(norm, h, P[i], P[i + 1], training)
                     i, norm = i + 2, norm + 1
@@ -440,8 +442,9 @@ class Population:
                 block += 1
             h = h.reshape(b, k, -1).transpose(0, 1)  # (K, B, C*H*W): each member's features in nn.Flatten's order
         while True:
-            h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i])  # weights (K, in, out)
-            i += 2
+            bias = i + 1 < len(P) and kinds[i + 1] == "b"
+            h = torch.baddbmm(P[i + 1].unsqueeze(1), h, P[i]) if bias else torch.bmm(h, P[i])  # weights (K, in, out)
+            i += 1 + bias
             if i == len(P):
                 return h
             if kinds[i] == "g":
