@@ -65,7 +65,6 @@ def _population(cfgs: dict) -> tuple[Population, dict]:
 @pytest.mark.parametrize("model", ["mlp", "cnn"])  # the CNN: grouped convolutions, BatchNorm2d per channel group
 def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alone(model):
     cfgs = {k: config.load([*BASE, f"model={model}", *v]) for k, v in CASES.items()}
-    with_bn = {k for k, c in cfgs.items() if c.regularizer.batchnorm}
     groups: dict[tuple, list[str]] = {}  # one population per layer layout (batch norm, ghost size), as the worker groups
     for key, cfg in cfgs.items():
         groups.setdefault(population_key(cfg), []).append(key)
