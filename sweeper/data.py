@@ -247,6 +247,16 @@ def load_splits(cfg) -> Splits:
     return splits
 
 
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """An epoch's mini-batches as (start, end) rows: ``batch_size`` each, and a trailing one-row batch joins the one
+    before it (batch norm cannot normalize one row: every batch-norm trial failed at its first epoch's end when
+    n % batch_size == 1). Both training paths use it, so every technique of a study sees the same batches."""
+    bounds = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] == 1:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
 class InMemoryBatches:
     """An iterable of (x, y) slices of tensors; reshuffled each pass from its own generator.
 
@@ -260,15 +270,18 @@ class InMemoryBatches:
         self.per_item = per_item
         self.generator = torch.Generator().manual_seed(seed)
 
+    def _chunks(self) -> list[tuple[int, int]]:
+        bounds = batch_bounds(len(self.y), self.batch_size)
+        groups = [bounds[i : i + self.per_item] for i in range(0, len(bounds), self.per_item)]
+        return [(g[0][0], g[-1][1]) for g in groups]
+
     def __len__(self) -> int:
-        step = self.batch_size * self.per_item
-        return (len(self.y) + step - 1) // step
+        return len(self._chunks())
 
     def __iter__(self):
         x, y = self.x, self.y
         if self.shuffle:
             perm = torch.randperm(len(y), generator=self.generator).to(y.device)
             x, y = x[perm], y[perm]
-        step = self.batch_size * self.per_item
-        for i in range(0, len(y), step):
-            yield x[i : i + step], y[i : i + step]
+        for start, end in self._chunks():
+            yield x[start:end], y[start:end]

@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from .data import InMemoryBatches, Splits
+from .data import InMemoryBatches, Splits, batch_bounds
 from .errors import TrialFailed
 from .models import add_eval_sums, evaluate
 from .regularizers import Regularizer, weight_parameters
@@ -71,8 +71,8 @@ class RegularizedModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         """One Lightning batch = up to STEPS_PER_ITEM mini-batches, one optimizer step each."""
         xs, ys = batch
-        for x, y in zip(xs.split(self.batch_size), ys.split(self.batch_size)):
-            self._optimizer_step(x, y)
+        for start, end in batch_bounds(len(ys), self.batch_size):  # chunks start on batch boundaries
+            self._optimizer_step(xs[start:end], ys[start:end])
 
     def _optimizer_step(self, x, y):
         task = F.cross_entropy(self.model(x), y)

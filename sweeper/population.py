@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from .data import batch_bounds
 from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks, max_pool2, model_output_widths
 from .regularizers import model_options
 
@@ -338,8 +339,8 @@ class Population:
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
-        for start in range(0, n, self.batch_size):
-            idx = order[:, start : start + self.batch_size]
+        for start, end in batch_bounds(n, self.batch_size):  # the one-model path's batches (data.batch_bounds)
+            idx = order[:, start:end]
             rows = idx.reshape(-1)  # index_select is several times faster than x[idx] here
             x, y = x_train.index_select(0, rows).view(k, -1, *x_train.shape[1:]), self.splits.y_train[idx]  # (K, B, ...), (K, B)
             logits = self._forward(P, kinds, x, drop, keep_scale, bn, training=True)

@@ -132,6 +132,24 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
                 assert their_zeros > 0 and abs(zeros - their_zeros) <= 0.01 * p.numel(), (name, zeros, their_zeros)
 
 
+def test_a_one_row_last_batch_joins_the_one_before_so_batch_norm_trains_and_both_paths_agree():
+    # digits' 1,257 training rows in batches of 8 leave one row: batch norm cannot normalize a single row, and every
+    # batch-norm run failed at its first epoch's end (ValueError: Expected more than 1 value per channel)
+    cfg = config.load(["data=digits", "trainer.max_epochs=1", "trainer.accelerator=cpu", "data.batch_size=8", "regularizer=batchnorm"])
+    single = run_trial(cfg, None, evaluate_test=False)
+    assert single.status == "completed", single.reason
+    twin = config.load(
+        ["data=digits", "trainer.max_epochs=1", "trainer.accelerator=cpu", "data.batch_size=8", "regularizer=batchnorm", "seed=3"]
+    )
+    pop, members = _population({"bn": cfg, "twin": twin})
+    train_until_done(pop)
+    m = members["bn"]
+    assert m.status == "completed", m.reason
+    assert m.step == 157  # 156 batches of 8 and one of 9, as the one-model path (its losses agree below)
+    for name, value in single.history[0].items():
+        assert m.history[0][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
 @pytest.mark.slow
 def test_dropout_members_match_the_one_model_distribution_over_seeds():
     """Masks are drawn differently in a population, so single runs differ; what must agree is the distribution of
