@@ -206,10 +206,19 @@ def _split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarr
     try:
         rest, test = train_test_split(idx, test_size=fr.test, stratify=y, random_state=cfg.split_seed)
         train, val = train_test_split(rest, test_size=fr.val / (fr.train + fr.val), stratify=y[rest], random_state=cfg.split_seed)
-        if cfg.train_fraction < 1:
-            train, _ = train_test_split(train, train_size=cfg.train_fraction, stratify=y[train], random_state=cfg.split_seed)
     except ValueError as exc:
         raise ConfigError("data.split", dict(fr), f"cannot split {len(y)} samples stratified: {str(exc).splitlines()[0]}") from None
+    if cfg.train_fraction < 1:
+        try:
+            train, _ = train_test_split(train, train_size=cfg.train_fraction, stratify=y[train], random_state=cfg.split_seed)
+        except ValueError as exc:  # the fraction, not the split, is what to change
+            need = len(np.unique(y[train]))
+            raise ConfigError(
+                "data.train_fraction",
+                cfg.train_fraction,
+                f"leaves too few of the {len(train)} training rows to keep all {need} classes "
+                f"(at least {need / len(train):.3g} needed): {str(exc).splitlines()[0]}",
+            ) from None
     return np.sort(train), np.sort(val), np.sort(test)
 
 

@@ -82,6 +82,16 @@ def test_train_fraction_subsamples_the_train_split_only():
     assert len(half.y_val) == len(full.y_val) and len(half.y_test) == len(full.y_test)
 
 
+def test_a_train_fraction_too_small_for_every_class_names_the_fraction_not_the_split():
+    # it named data.split and its value, which were fine: the fraction is what to change
+    from sweeper.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_splits(config.load(["data=digits", "data.train_fraction=0.001"]).data)
+    message = str(err.value)
+    assert message.startswith("data.train_fraction: 0.001 is invalid") and "all 10 classes (at least 0.00796 needed)" in message
+
+
 def _write_idx(folder, prefix, n, rng, gz=False):
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = np.arange(n, dtype=np.uint8) % 10
