@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import batch_bounds
 from .errors import ConfigError
 
 EVAL_ROWS = 4096  # rows per evaluation chunk on a GPU
@@ -32,11 +33,8 @@ def eval_rows(widest: int, device: torch.device, members: int = 1) -> int:
 
 def ghost_chunks(x: torch.Tensor, ghost: int, dim: int = 0) -> list[torch.Tensor]:
     """Ghost batch norm's sub-batches of ``ghost`` rows along ``dim``; a trailing sub-batch of one row joins the
-    previous one (a one-row batch has no variance)."""
-    chunks = list(x.split(ghost, dim))
-    if chunks[-1].shape[dim] < 2:
-        chunks[-2:] = [torch.cat(chunks[-2:], dim)]
-    return chunks
+    previous one (a one-row batch has no variance), the rule of the mini-batches themselves (``data.batch_bounds``)."""
+    return [x.narrow(dim, start, end - start) for start, end in batch_bounds(x.shape[dim], ghost)]
 
 
 def conv_grid(height: int, width: int, blocks: int) -> list[tuple[int, int, bool]]:
