@@ -276,21 +276,18 @@ class InMemoryBatches:
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0, per_item: int = 1):
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
-        self.per_item = per_item
         self.generator = torch.Generator().manual_seed(seed)
-
-    def _chunks(self) -> list[tuple[int, int]]:
-        bounds = batch_bounds(len(self.y), self.batch_size)
-        groups = [bounds[i : i + self.per_item] for i in range(0, len(bounds), self.per_item)]
-        return [(g[0][0], g[-1][1]) for g in groups]
+        bounds = batch_bounds(len(y), batch_size)  # fixed by the sizes: computed once, not per pass and len()
+        groups = [bounds[i : i + per_item] for i in range(0, len(bounds), per_item)]
+        self.chunks = [(g[0][0], g[-1][1]) for g in groups]
 
     def __len__(self) -> int:
-        return len(self._chunks())
+        return len(self.chunks)
 
     def __iter__(self):
         x, y = self.x, self.y
         if self.shuffle:
             perm = torch.randperm(len(y), generator=self.generator).to(y.device)
             x, y = x[perm], y[perm]
-        for start, end in self._chunks():
+        for start, end in self.chunks:
             yield x[start:end], y[start:end]
