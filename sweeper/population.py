@@ -15,7 +15,9 @@ few. Each member keeps what the one-model path (``trial.run_trial``) gives that 
   budget.
 
 So with dropout off, member k's per-epoch losses and accuracies equal the one-model path's within float
-rounding (batched matmuls sum in another order); with dropout on, its masks are drawn differently.
+rounding (batched matmuls sum in another order); with dropout on, its masks are drawn differently: from its
+own generator, seeded from its seed alone (``_DropoutMasks``), so a member's results do not depend on K, on
+the other members, or on when they joined.
 Members join and leave at epoch boundaries: a member that completes, is pruned, stops early or fails
 (non-finite loss) leaves, and the caller refills its slot before the next epoch. The MLP and the CNN with
 Adam are vectorized, with or without batch norm (ghost batch norm included). The CNN's conv blocks run as
@@ -42,6 +44,12 @@ from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks
 from .regularizers import model_options
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
+# a conv layer runs grouped (groups=K) only when each member's input channels are a multiple of this; otherwise one
+# plain convolution per member. On an AMD EPYC (AVX2) a grouped convolution's weight gradient summed in another order
+# than nn.Conv2d's for 1-6 and 12 input channels per group (2e-6 to 6e-6 relative; 0 for 8, 16, 32): batch norm and
+# Adam amplified that to 2e-4 in the seed CNN's val_loss after one epoch on digits (3e-8 with per-member first layers)
+GROUPED_CHANNELS = 16
+MASK_ROWS = 256  # dropout masks are drawn for this many training rows (whole batches) at a time (_DropoutMasks)
 
 
 def vectorizable(cfg: DictConfig, regularizers: list) -> str | None:
@@ -106,6 +114,7 @@ class Member:
     exp_avg_sq: list[torch.Tensor] = field(default_factory=list)
     step: int = 0
     generator: torch.Generator | None = None
+    mask_generator: torch.Generator | None = None  # its dropout masks' (Population.add: on the population's device)
     history: list[dict[str, float]] = field(default_factory=list)
     es_best: float | None = None
     es_wait: int = 0
@@ -272,6 +281,49 @@ class _Norms:
         return F.batch_norm(h, None, None, scale.reshape(-1), shift.reshape(-1), True, 0.0, self.EPS)
 
 
+def mask_seed(seed: int) -> int:
+    """The seed of a member's dropout masks: a stream of its seed of its own, apart from its initial weights'."""
+    return int(np.random.SeedSequence([seed, 0xD80]).generate_state(1)[0])
+
+
+class _DropoutMasks:
+    """The members' inverted-dropout multipliers (0 or 1/(1-p)) for one epoch. Each member's come from its own
+    generator (``Member.mask_generator``), drawn ``MASK_ROWS`` rows (whole batches) at a time, layer by layer, in the
+    epoch's row order, so they depend only on its seed, the data's size and the batch size: not on K, the other
+    members or when it joined (torch's global generator, which the one-model path's nn.Dropout uses, is reseeded by
+    every joining member). One draw per member and layer per window, not per step: the step multiplies by a slice."""
+
+    def __init__(self, members: list[Member], P: list[torch.Tensor], kinds: tuple[str, ...], device: torch.device):
+        self.generators = [m.mask_generator if m.dropout > 0 else None for m in members]
+        p = torch.tensor([m.dropout for m in members], dtype=torch.float32, device=device).view(-1, 1, 1)
+        self.p, self.keep_scale = p, 1.0 / (1.0 - p)
+        self.widths = [P[j].shape[2] for j, kind in enumerate(kinds) if kind == "w"][:-1]  # hidden dense outputs
+        self.device = device
+        self.window: tuple[int, int] = (0, 0)  # batch indexes [first, last) the drawn masks cover
+        self.drawn: list[torch.Tensor] = []
+
+    def rows(self, bounds: list[tuple[int, int]], b: int) -> list[torch.Tensor]:
+        """Batch ``b``'s multipliers, (K, B, width) per hidden dense layer."""
+        if not self.window[0] <= b < self.window[1]:
+            self._draw(bounds, b)
+        origin = bounds[self.window[0]][0]
+        start, end = bounds[b]
+        return [m[:, start - origin : end - origin] for m in self.drawn]
+
+    def _draw(self, bounds: list[tuple[int, int]], b: int) -> None:
+        last = min(len(bounds), b + max(1, MASK_ROWS // max(1, bounds[0][1] - bounds[0][0])))
+        rows = bounds[last - 1][1] - bounds[b][0]
+        self.window, self.drawn = (b, last), []
+        for width in self.widths:
+            u = torch.empty(len(self.generators), rows, width, device=self.device)
+            for k, g in enumerate(self.generators):
+                if g is None:
+                    u[k].fill_(1.0)  # p = 0: always kept, scale 1
+                else:
+                    u[k].uniform_(generator=g)
+            self.drawn.append(u.ge_(self.p).mul_(self.keep_scale))
+
+
 class Population:
     """Trains its members one epoch at a time as one stacked model on ``device``."""
 
@@ -292,6 +344,8 @@ class Population:
             raise ValueError(f"member layers {member.kinds} differ from the population's {self.members[0].kinds}")
         for name in ("params", "exp_avg", "exp_avg_sq", "bn_mean", "bn_var"):
             setattr(member, name, [t.to(self.device) for t in getattr(member, name)])
+        if member.dropout > 0 and member.mask_generator is None:
+            member.mask_generator = torch.Generator(device=self.device).manual_seed(mask_seed(int(member.cfg.seed)))
         if not self.members:
             self.widest = max(model_output_widths(member.cfg.model, self.splits.input_shape, self.splits.n_classes))
             if member.kinds[0] == "k":
@@ -329,9 +383,7 @@ class Population:
         l1, l2 = col(l1_values), col(l2_values)
         prox = [m.l1 if m.proximal else 0.0 for m in members]
         prox_lr, prox_lam = (col([m.lr for m in members]), col(prox)) if any(prox) else (None, None)
-        p_drop = [m.dropout for m in members]
-        drop = col(p_drop) if any(p_drop) else None
-        keep_scale = (1.0 / (1.0 - drop)) if drop is not None else None
+        masks = _DropoutMasks(members, P, kinds, dev) if any(m.dropout for m in members) else None
         step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
         by_member = [[t.detach().unbind(0) for t in ts] for ts in (P, M, V)]  # views of the leaves, taken once per epoch
         calls = _adam_calls(members, len(kinds), weights, by_member, step_t)
@@ -339,11 +391,12 @@ class Population:
         n = len(self.splits.y_train)
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
-        for start, end in batch_bounds(n, self.batch_size):  # the one-model path's batches (data.batch_bounds)
+        bounds = batch_bounds(n, self.batch_size)  # the one-model path's batches (data.batch_bounds)
+        for b, (start, end) in enumerate(bounds):
             idx = order[:, start:end]
             rows = idx.reshape(-1)  # index_select is several times faster than x[idx] here
             x, y = x_train.index_select(0, rows).view(k, -1, *x_train.shape[1:]), self.splits.y_train[idx]  # (K, B, ...), (K, B)
-            logits = self._forward(P, kinds, x, drop, keep_scale, bn, training=True)
+            logits = self._forward(P, kinds, x, masks.rows(bounds, b) if masks is not None else None, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             # the penalties' gradients are added by hand (d/dw of l2*w^2 is 2*l2*w, of l1*|w| is l1*sign(w)): one pass
             # over the weights each, where autograd would take several full-size multiplications per layer
@@ -418,13 +471,12 @@ class Population:
                 m.status = "completed"
         return members
 
-    def _forward(
-        self, P: list[torch.Tensor], kinds: tuple[str, ...], x: torch.Tensor, drop=None, keep_scale=None, bn=None, training=False
-    ) -> torch.Tensor:
+    def _forward(self, P: list[torch.Tensor], kinds: tuple[str, ...], x: torch.Tensor, masks=None, bn=None, training=False) -> torch.Tensor:
         """The CNN's conv blocks Conv -> [BatchNorm2d] -> activation -> [max-pool] (``models.CNN``), then blocks
         Linear -> [BatchNorm] -> activation -> [Dropout] and the output Linear (``models.MLP``). ``x`` is (K, B, ...),
-        each member's batch; ``P`` holds each layer stacked over the members, Linear weights transposed (K, in, out)."""
-        h, i, norm = x, 0, 0
+        each member's batch; ``P`` holds each layer stacked over the members, Linear weights transposed (K, in, out);
+        ``masks``: the batch's dropout multipliers, one (K, B, width) per hidden dense layer (``_DropoutMasks``)."""
+        h, i, norm, site = x, 0, 0, 0
         if kinds[0] == "k":  # the members' batches side by side as channel groups: (B, K*C, H, W), groups=K
             k, b = x.shape[:2]
             h = x.transpose(0, 1).reshape(b, -1, *x.shape[3:])
@@ -432,7 +484,13 @@ class Population:
             while kinds[i] == "k":
                 w = P[i]  # (K, out, in, 3, 3)
                 bias = kinds[i + 1] == "kb"
-                h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), P[i + 1].reshape(-1) if bias else None, padding=1, groups=k)
+                c_in = w.shape[2]
+                if c_in % GROUPED_CHANNELS:  # e.g. the image's own channels: one plain convolution per member
+                    h = torch.cat(
+                        [F.conv2d(h[:, j * c_in : (j + 1) * c_in], w[j], P[i + 1][j] if bias else None, padding=1) for j in range(k)], 1
+                    )
+                else:
+                    h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), P[i + 1].reshape(-1) if bias else None, padding=1, groups=k)
                 i += 1 + bias
                 if kinds[i] == "g2":
                     h = bn.apply2d(norm, h, P[i], P[i + 1], training)
@@ -452,8 +510,9 @@ class Population:
                 h = bn.apply(norm, h, P[i], P[i + 1], training)
                 i, norm = i + 2, norm + 1
             h = self.act(h)
-            if drop is not None and training:  # inverted dropout with each member's own rate (p = 0: the identity)
-                h = h * (torch.rand_like(h) >= drop) * keep_scale
+            if masks is not None and training:  # inverted dropout with each member's own rate and masks (p = 0: ones)
+                h = h * masks[site]
+                site += 1
 
     def _evaluate(self, P: list[torch.Tensor], kinds: tuple[str, ...], bn, x: torch.Tensor, y: torch.Tensor):
         """(mean cross-entropy, accuracy) per member, eval mode (no dropout, batch norm's running statistics), in

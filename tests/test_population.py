@@ -89,13 +89,20 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
         # drifted by 3.5e-5 relative in train_loss after one epoch and 6.8e-4 after three (its grouped convolution sums
         # the noise in another order); zeroing that gradient alone brought it to 7e-8 (measured, 2026-12-03).
         assert len(m.history) == len(single.history), key
+        strict_epochs = 1 if model == "cnn" else 3
         for epoch, (mine, theirs) in enumerate(zip(m.history, single.history)):
             # past the third epoch training amplifies the rounding: on an AVX2 CPU (ATEN_CPU_CAPABILITY=avx2 on an
             # AVX-512 one gives the same) the MLP's batchnorm_early_stopping agrees to 1e-6 relative for 3 epochs, then
             # train_loss 2.8e-4 at the 5th (val_loss 5e-4); the CNN's grouped convolution sums its weight gradient's
             # B*H*W products in another order (early stopping with torch at 1 thread, as an earlier test in the suite
             # may leave it: 1e-6 at the 6th epoch, 4e-5 at the 7th, one train sample)
-            late = epoch >= 3
+            # The CNN's two paths part at the first ReLU or max-pool decision that rounding flips, at a step that depends
+            # on the CPU and on how each path sums: after that they differ as two nearby trajectories (1e-5 to 1e-3), not
+            # as rounding. Measured: on an AMD EPYC (AVX2) L1 drifted 4.7e-6 in train_loss at the 2nd epoch and 2.4e-4 at
+            # the 3rd even at K=1 (L1 also flips the sign of weights it holds at zero); on an Intel Xeon L2 agreed to 1e-7
+            # for 46 steps, then a dense-head pre-activation of 6.4e-6 (10x below any other in steps 37-49) flipped and
+            # val_loss parted by 2.4e-4 at the 2nd epoch (2026-12-04). So the CNN is held to rounding for its 1st epoch.
+            late = epoch >= strict_epochs
             for name, value in theirs.items():
                 tol = {"rel": 2e-3, "abs": 1e-2} if late else {"rel": 1e-4, "abs": 1e-6}
                 assert mine[name] == pytest.approx(value, **tol), (key, name)
@@ -104,32 +111,29 @@ def test_each_member_equals_the_one_model_path_and_a_diverging_member_fails_alon
         # the member's final model is the one-model path's final model (best epoch restored for early stopping)
         mine_sd, theirs_sd = pops[key].model_of(m).state_dict(), single.model.state_dict()
         assert mine_sd.keys() == theirs_sd.keys()
-        # Proximal L1 on the CNN: a grouped convolution's weight gradient sums B*H*W products in another order, and the
-        # soft-threshold (lr / sqrt(v) per weight) turns that rounding into a weight zeroed in one implementation and
-        # kept in the other; Adam carries the difference on. Measured on digits after 3 epochs: losses agree to 1e-4
-        # (above), weights to ~1e-3, and the exact zeros (what proximal L1 is for) to 8 of 4,608 in the worst layer.
-        # The CNN's other weights: Adam scales a weight's rounding-noise gradient up to a full step where its gradient is
-        # near zero, so a few weights differ by up to ~2e-4 (L2 at 1 thread; 6e-8 at 2 threads) while the losses agree
-        # to 5e-7 (above).
-        if len(single.history) > 3:  # weights drift apart past 3 epochs (above): the final models must predict alike
-            val = prepare(cfg).splits
-            x_val, y_val = val.x_val.cpu(), val.y_val.cpu()
-            with torch.no_grad():
-                ours, theirs = (mod.cpu().eval()(x_val) for mod in (pops[key].model_of(m), single.model))
-            assert F.cross_entropy(ours, y_val).item() == pytest.approx(F.cross_entropy(theirs, y_val).item(), rel=2e-2), key
-            assert (ours.argmax(1) == theirs.argmax(1)).float().mean().item() >= 0.98, key
-            best = m.best_epoch if m.best_epoch is not None else len(m.history) - 1  # the restored epoch, as Lightning's
-            assert F.cross_entropy(ours, y_val).item() == pytest.approx(m.history[best]["val_loss"], rel=1e-4), key
-            assert single.metrics["val_loss"] == pytest.approx(single.history[best]["val_loss"], rel=1e-4), key  # the same epoch
+        if len(single.history) <= strict_epochs:  # still within rounding: the same weights (batch-norm buffers too)
+            for name, p in mine_sd.items():
+                assert torch.allclose(p.float(), theirs_sd[name].float(), rtol=1e-3, atol=1e-5), (key, name)
             continue
-        chaotic = model == "cnn" and key == "proximal_l1"
-        cnn_weights = 3e-3 if chaotic else 1e-3
-        for name, p in mine_sd.items():  # batch-norm buffers too
-            atol = cnn_weights if model == "cnn" else 1e-5
-            assert torch.allclose(p.float(), theirs_sd[name].float(), rtol=1e-3, atol=atol), (key, name)
-            if chaotic and name.endswith("weight"):
-                zeros, their_zeros = int((p == 0).sum()), int((theirs_sd[name] == 0).sum())
-                assert their_zeros > 0 and abs(zeros - their_zeros) <= 0.01 * p.numel(), (name, zeros, their_zeros)
+        # past that the weights drift apart (above; Adam also scales a weight's rounding-noise gradient up to a full step
+        # where its gradient is near zero): the final models must predict alike, from the restored epoch
+        val = prepare(cfg).splits
+        x_val, y_val = val.x_val.cpu(), val.y_val.cpu()
+        with torch.no_grad():
+            ours, theirs = (mod.cpu().eval()(x_val) for mod in (pops[key].model_of(m), single.model))
+        assert F.cross_entropy(ours, y_val).item() == pytest.approx(F.cross_entropy(theirs, y_val).item(), rel=2e-2), key
+        assert (ours.argmax(1) == theirs.argmax(1)).float().mean().item() >= 0.98, key
+        best = m.best_epoch if m.best_epoch is not None else len(m.history) - 1  # the restored epoch, as Lightning's
+        assert F.cross_entropy(ours, y_val).item() == pytest.approx(m.history[best]["val_loss"], rel=1e-4), key
+        assert single.metrics["val_loss"] == pytest.approx(single.history[best]["val_loss"], rel=1e-4), key  # the same epoch
+        if key == "proximal_l1":
+            # the soft-threshold (lr / sqrt(v) per weight) turns drift into a weight zeroed in one path and kept in the
+            # other. Measured on the CNN on digits after 3 epochs: the exact zeros (what proximal L1 is for) differed by
+            # 8 of 4,608 in the worst layer
+            for name, p in mine_sd.items():
+                if name.endswith("weight"):
+                    zeros, their_zeros = int((p == 0).sum()), int((theirs_sd[name] == 0).sum())
+                    assert their_zeros > 0 and abs(zeros - their_zeros) <= 0.01 * p.numel(), (name, zeros, their_zeros)
 
 
 def test_a_one_row_last_batch_joins_the_one_before_so_batch_norm_trains_and_both_paths_agree():
@@ -167,6 +171,30 @@ def test_dropout_members_match_the_one_model_distribution_over_seeds():
     plain, plain_members = _population({s: config.load([*BASE, f"seed={s}"]) for s in seeds})
     train_until_done(plain)
     assert ours != [plain_members[s].history[-1]["val_acc"] for s in seeds]  # dropout really is on in the population
+
+
+def test_a_dropout_members_results_do_not_depend_on_its_population():
+    """A member's dropout masks come from its own generator: trained alone, or beside other dropout members with a
+    member joining after its first epoch (which reseeds torch's global generator to build its weights), it trains
+    the same. Tolerance: float rounding of the batched matmuls at another K (the equivalence tests' 1e-4); other masks
+    move losses by ~1e-2."""
+    cfg = config.load([*BASE, "regularizer=dropout", "regularizer.p=0.3", "seed=5"])
+    alone, by_key = _population({"a": cfg})
+    train_until_done(alone)
+    others = {"b": config.load([*BASE, "regularizer=dropout", "regularizer.p=0.5", "seed=6"]), "c": config.load([*BASE, "seed=7"])}
+    crowd, members = _population({"a": cfg, **others})
+    crowd.train_epoch()
+    late_cfg = config.load([*BASE, "regularizer=dropout", "regularizer.p=0.2", "seed=8"])
+    p = prepare(late_cfg)
+    crowd.add(new_member("late", late_cfg, p.regularizers, p.splits.input_shape, p.splits.n_classes, 2, data_order_seed(late_cfg)))
+    train_until_done(crowd)
+    ours, theirs = by_key["a"].history, members["a"].history
+    assert len(ours) == len(theirs) == 3
+    for epoch, (mine, crowded) in enumerate(zip(ours, theirs)):
+        for name, value in mine.items():
+            assert crowded[name] == pytest.approx(value, rel=1e-4, abs=1e-6), (epoch, name)
+    seed6 = members["b"].history[-1]["train_loss"]
+    assert seed6 != pytest.approx(ours[-1]["train_loss"], rel=1e-3)  # members do not share masks
 
 
 @pytest.mark.slow
