@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from .data import batch_bounds
 from .models import ACTIVATIONS, build_model, conv_grid, eval_rows, ghost_chunks, max_pool2, model_output_widths
 from .regularizers import model_options
+from .seed_streams import substream
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam / AdamW defaults, which the one-model path uses
 # a conv layer runs grouped (groups=K) only when each member's input channels are a multiple of this; otherwise one
@@ -283,7 +284,7 @@ class _Norms:
 
 def mask_seed(seed: int) -> int:
     """The seed of a member's dropout masks: a stream of its seed of its own, apart from its initial weights'."""
-    return int(np.random.SeedSequence([seed, 0xD80]).generate_state(1)[0])
+    return substream(seed, 0xD80)
 
 
 class _DropoutMasks:
@@ -293,29 +294,30 @@ class _DropoutMasks:
     members or when it joined (torch's global generator, which the one-model path's nn.Dropout uses, is reseeded by
     every joining member). One draw per member and layer per window, not per step: the step multiplies by a slice."""
 
-    def __init__(self, members: list[Member], P: list[torch.Tensor], kinds: tuple[str, ...], device: torch.device):
+    def __init__(self, members: list[Member], P: list[torch.Tensor], kinds: tuple[str, ...], bounds: list[tuple[int, int]]):
         self.generators = [m.mask_generator if m.dropout > 0 else None for m in members]
-        p = torch.tensor([m.dropout for m in members], dtype=torch.float32, device=device).view(-1, 1, 1)
-        self.p, self.keep_scale = p, 1.0 / (1.0 - p)
+        self.p = torch.tensor([m.dropout for m in members], dtype=torch.float32, device=P[0].device).view(-1, 1, 1)
+        self.keep_scale = 1.0 / (1.0 - self.p)
         self.widths = [P[j].shape[2] for j, kind in enumerate(kinds) if kind == "w"][:-1]  # hidden dense outputs
-        self.device = device
+        self.bounds = bounds  # the epoch's batches (data.batch_bounds)
+        self.per_window = max(1, MASK_ROWS // max(1, bounds[0][1] - bounds[0][0]))  # batches per draw
         self.window: tuple[int, int] = (0, 0)  # batch indexes [first, last) the drawn masks cover
         self.drawn: list[torch.Tensor] = []
 
-    def rows(self, bounds: list[tuple[int, int]], b: int) -> list[torch.Tensor]:
+    def rows(self, b: int) -> list[torch.Tensor]:
         """Batch ``b``'s multipliers, (K, B, width) per hidden dense layer."""
         if not self.window[0] <= b < self.window[1]:
-            self._draw(bounds, b)
-        origin = bounds[self.window[0]][0]
-        start, end = bounds[b]
+            self._draw(b)
+        origin = self.bounds[self.window[0]][0]
+        start, end = self.bounds[b]
         return [m[:, start - origin : end - origin] for m in self.drawn]
 
-    def _draw(self, bounds: list[tuple[int, int]], b: int) -> None:
-        last = min(len(bounds), b + max(1, MASK_ROWS // max(1, bounds[0][1] - bounds[0][0])))
-        rows = bounds[last - 1][1] - bounds[b][0]
+    def _draw(self, b: int) -> None:
+        last = min(len(self.bounds), b + self.per_window)
+        rows = self.bounds[last - 1][1] - self.bounds[b][0]
         self.window, self.drawn = (b, last), []
         for width in self.widths:
-            u = torch.empty(len(self.generators), rows, width, device=self.device)
+            u = torch.empty(len(self.generators), rows, width, device=self.p.device)
             for k, g in enumerate(self.generators):
                 if g is None:
                     u[k].fill_(1.0)  # p = 0: always kept, scale 1
@@ -383,7 +385,6 @@ class Population:
         l1, l2 = col(l1_values), col(l2_values)
         prox = [m.l1 if m.proximal else 0.0 for m in members]
         prox_lr, prox_lam = (col([m.lr for m in members]), col(prox)) if any(prox) else (None, None)
-        masks = _DropoutMasks(members, P, kinds, dev) if any(m.dropout for m in members) else None
         step_t = [torch.tensor(float(m.step), device=dev) for m in members]  # float32, as torch.optim.Adam keeps it
         by_member = [[t.detach().unbind(0) for t in ts] for ts in (P, M, V)]  # views of the leaves, taken once per epoch
         calls = _adam_calls(members, len(kinds), weights, by_member, step_t)
@@ -392,11 +393,12 @@ class Population:
         order = torch.stack([torch.randperm(n, generator=m.generator) for m in members]).to(dev)  # (K, n)
         sums = torch.zeros(k, 2, device=dev)
         bounds = batch_bounds(n, self.batch_size)  # the one-model path's batches (data.batch_bounds)
+        masks = _DropoutMasks(members, P, kinds, bounds) if any(m.dropout for m in members) else None
         for b, (start, end) in enumerate(bounds):
             idx = order[:, start:end]
             rows = idx.reshape(-1)  # index_select is several times faster than x[idx] here
             x, y = x_train.index_select(0, rows).view(k, -1, *x_train.shape[1:]), self.splits.y_train[idx]  # (K, B, ...), (K, B)
-            logits = self._forward(P, kinds, x, masks.rows(bounds, b) if masks is not None else None, bn, training=True)
+            logits = self._forward(P, kinds, x, masks.rows(b) if masks is not None else None, bn, training=True)
             task = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none").view(k, -1).mean(1)
             # the penalties' gradients are added by hand (d/dw of l2*w^2 is 2*l2*w, of l1*|w| is l1*sign(w)): one pass
             # over the weights each, where autograd would take several full-size multiplications per layer

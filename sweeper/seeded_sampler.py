@@ -16,16 +16,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from .seed_streams import substream
+
 
 def trial_seed(seed: int, number: int) -> int:
     """A 32-bit seed of its own for each (seed, trial number)."""
-    return int(np.random.SeedSequence([int(seed), int(number)]).generate_state(1)[0])
+    return substream(seed, number)
 
 
 class TrialSeededSampler(BaseSampler):

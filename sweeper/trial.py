@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
@@ -27,6 +26,7 @@ from .config import max_epochs as config_max_epochs
 from .data import Splits, data_source, load_splits
 from .errors import ABANDONED, StoreUnavailable, TrialAbandoned, TrialFailed, write_failure
 from .models import build_model, count_parameters, evaluate
+from .seed_streams import substream
 from .tracking import Tracker
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ def data_order_seed(cfg: DictConfig) -> int:
     (the same initial weights, another data order)."""
     if not cfg.data.order_stream:
         return int(cfg.seed)
-    return int(np.random.SeedSequence([int(cfg.seed), int(cfg.data.order_stream)]).generate_state(1)[0])
+    return substream(cfg.seed, cfg.data.order_stream)
 
 
 def open_run(
