@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from omegaconf import DictConfig, read_write
@@ -23,6 +24,7 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     """Exit status: 0 done (or other workers still finishing), 130 interrupted, 3 tracking server lost.
     Bad storage, tracking or population settings raise ConfigError before anything is written."""
     stores.check_storage(stores.storage_url(cfg))
+    stores.check_report_folder("sweep.report_dir", Path(cfg.sweep.report_dir), cfg.sweep.study_name or cfg.sweep.name)
     try:
         stores.check_tracking(cfg)
         _check_model_fits(cfg)

@@ -193,15 +193,66 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def check_folder(field: str, folder: Path, what: str) -> None:
-    """The folder exists and is writable, or its nearest existing ancestor is (so it can be created)."""
+    """The folder exists and is writable, or its nearest existing ancestor is (so it can be created). Beyond the
+    permission bits (which root passes everywhere), a folder is created and removed there: /proc, a full or
+    foreign file system refuse that, and otherwise the command would train first and fail at the write."""
+    import tempfile
+
     existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("/"))
-    if not existing.is_dir() or not os.access(existing, os.W_OK):
+    if not existing.is_dir():
+        raise ConfigError(field, str(folder), f"cannot write {what} there: {existing} is a file, not a folder; point it elsewhere")
+    if not os.access(existing, os.W_OK):
         raise ConfigError(
             field,
             str(folder),
             f"cannot write {what} there: {existing} is not writable (read-only file system or "
             "permissions); run from a writable folder or point it elsewhere",
         )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sweeper-probe-", dir=existing))
+    except OSError as exc:
+        raise ConfigError(
+            field, str(folder), f"cannot write {what} there: creating a folder in {existing} failed ({exc.strerror}); point it elsewhere"
+        ) from None
+
+
+def check_report_folder(field: str, out_root: Path, experiment: str) -> None:
+    """Before any training: the report can be written to <out_root>/<experiment>/ (``report.build.write_report``)."""
+    check_folder(field, out_root, "the report")
+    final = out_root / experiment
+    if final.exists() and not final.is_dir():
+        raise ConfigError(
+            field, str(out_root), f"cannot write the report there: {final} is a file, not a folder; move it or point it elsewhere"
+        )
+
+
+def _unreadable_schema(path: Path) -> str | None:
+    """What SQLite says when a file with SQLite's header cannot be read as a database (e.g. truncated or
+    overwritten), read-only; None when its schema reads, or when it is only busy (another writer holds it)."""
+    import sqlite3
+
+    try:
+        with open(path, "rb") as f:
+            header, size = f.read(100), os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    # the header's page count is valid when its "version-valid-for" (offset 92) equals the change counter (24)
+    page_size = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+    pages = int.from_bytes(header[28:32], "big") if len(header) == 100 and header[24:28] == header[92:96] else 0
+    expected = (65536 if page_size == 1 else page_size) * pages
+    # with a non-empty log or journal beside it, a file shorter than its header says may be mid-checkpoint or
+    # awaiting its rollback, which SQLite completes on open: not damage
+    pending = any(Path(f"{path}{suffix}").exists() and Path(f"{path}{suffix}").stat().st_size for suffix in ("-wal", "-journal"))
+    if size < expected and not pending:
+        return f"truncated: {size} of its {expected} bytes"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10)) as con:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # locked or busy: not damage; the store's own open reports what persists
+        return None
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+        return str(exc)
+    return None
 
 
 def check_sqlite_file(field: str, url: str, what: str) -> None:
@@ -218,11 +269,12 @@ def check_sqlite_file(field: str, url: str, what: str) -> None:
             head = f.read(len(SQLITE_MAGIC))
     except OSError as exc:
         raise ConfigError(field, str(path), f"cannot read {what}: {exc.strerror}") from None
-    if head and head != SQLITE_MAGIC:
+    damage = "not a SQLite database" if head and head != SQLITE_MAGIC else _unreadable_schema(path) if head else None
+    if damage:
         raise ConfigError(
             field,
             str(path),
-            f"is not a valid {what} (not a SQLite database); the file was left untouched: "
+            f"is not a valid {what} ({damage}); the file was left untouched: "
             "move it away to start a new store, or restore it from a backup",
         )
     if not os.access(path, os.W_OK):

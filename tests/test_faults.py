@@ -56,6 +56,30 @@ def test_garbage_store_file_is_named_and_left_untouched(sweep_dir, capsys, store
     assert path.read_bytes() == SQLITE_GARBAGE
 
 
+@pytest.mark.parametrize("store,argv", [("optuna.db", sweep_args("dropout")), ("mlflow.db", ["data=digits"])])
+def test_damaged_store_behind_a_sqlite_header_is_named_and_left_untouched(sweep_dir, capsys, store, argv):
+    """A file that starts like SQLite but is not readable as one (overwritten past its header) gets the same one
+    line, with SQLite's own word for the damage, instead of SQLAlchemy's traceback from inside the store."""
+    import contextlib
+    import sqlite3
+
+    path = sweep_dir / "mlruns" / store
+    damaged = b"SQLite format 3\x00" + SQLITE_GARBAGE
+    path.write_bytes(damaged)
+    assert main(argv) == 2
+    _one_line_error(capsys, str(path), "(file is not a database)", "left untouched", "move it away")
+    assert path.read_bytes() == damaged
+    path.unlink()  # a real store cut short (a copy interrupted mid-way): its schema pages are gone
+    with contextlib.closing(sqlite3.connect(path)) as con:
+        con.executescript("CREATE TABLE a (x TEXT); INSERT INTO a VALUES (hex(randomblob(9000)));")
+    with open(path, "r+b") as f:
+        f.truncate(4096 + 100)
+    truncated = path.read_bytes()
+    assert main(argv) == 2
+    _one_line_error(capsys, str(path), "(truncated: 4196 of its", "left untouched")
+    assert path.read_bytes() == truncated
+
+
 @pytest.mark.parametrize(
     "argv,field",
     [
@@ -97,6 +121,32 @@ def test_report_cli_refuses_a_traversal_experiment_name(sweep_dir, capsys, tmp_p
     assert report_main(["../../evil", "--out", str(tmp_path / "r")]) == 2
     _one_line_error(capsys, "experiment", "no path separators")
     assert not (tmp_path / "r").exists() and not (tmp_path.parent / "evil").exists()
+
+
+@pytest.mark.parametrize(
+    "where,needle",
+    [
+        ("afile", "afile is a file, not a folder"),
+        ("afile/below", "afile is a file, not a folder"),
+        ("reports", "reports/dropout is a file, not a folder"),  # the study's own report folder is a file
+        ("/proc/sweeper-report", "creating a folder in /proc failed"),  # permission bits say yes (root), the kernel no
+    ],
+)
+def test_an_unwritable_report_folder_is_refused_before_anything_trains(sweep_dir, capsys, where, needle):
+    """The report is the sweep's last write: a folder it cannot go to must fail the command at once (exit 2, one
+    line), not after every trial has trained. The same check guards the report CLI's --out."""
+    from sweeper.report import main as report_main
+
+    (sweep_dir / "afile").write_text("mine")
+    (sweep_dir / "reports").mkdir()
+    (sweep_dir / "reports" / "dropout").write_text("mine too")
+    studies = sweep_dir / "mlruns" / "optuna.db"
+    assert main(sweep_args("dropout", f"sweep.report_dir={where}")) == 2
+    _one_line_error(capsys, "sweep.report_dir", needle)
+    assert not studies.exists()  # no study was made, nothing trained
+    assert report_main(["dropout", "--out", where]) == 2
+    _one_line_error(capsys, "--out", needle)
+    assert (sweep_dir / "afile").read_text() == "mine" and (sweep_dir / "reports" / "dropout").read_text() == "mine too"
 
 
 def test_csv_with_one_class_is_refused(tmp_path, capsys, mlflow_uri, monkeypatch):

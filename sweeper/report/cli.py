@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from ..errors import ConfigError, StoreUnavailable
 from ..masking import mask
@@ -20,11 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
     ap.add_argument("--out", default="reports", help="folder for the report (a subfolder per experiment)")
     args = ap.parse_args(argv)
-    from ..stores import DEFAULT_TRACKING, absolute_sqlite, check_reachable, check_tracking_scheme, sqlite_file
+    from ..stores import DEFAULT_TRACKING, absolute_sqlite, check_reachable, check_report_folder, check_tracking_scheme, sqlite_file
 
     uri = absolute_sqlite(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
     try:
         check_name("experiment", args.experiment)
+        check_report_folder("--out", Path(args.out), args.experiment)
         check_tracking_scheme("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri)
         if uri.lower().startswith(("http://", "https://")):
             check_reachable(uri, "start it, or pass the --tracking-uri of a store that is up")
