@@ -116,7 +116,7 @@ def _dense_head(
     batch norm has no bias (``bias=not batchnorm``, as torchvision's ResNets): the norm subtracts it again, so its
     true gradient is zero and what autograd returns is rounding noise, which Adam scales up to full-size steps. The
     bias then random-walked, and the running mean with it, differently in every implementation (the population
-    engine's grouped convolution sums that noise in another order: see README, "Population training")."""
+    engine's grouped convolution sums that noise in another order: see docs/population.md, equivalence)."""
     layers: list[nn.Module] = []
     sizes = [n_in, *hidden]
     for a, b in zip(sizes, sizes[1:]):

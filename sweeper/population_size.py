@@ -1,7 +1,7 @@
 """How many trials one worker trains at once: ``sweep.population`` as given, refused when that many members do not
 fit in memory, or ``auto``'s pick. The rule and its numbers come from benchmarks/bench_population.py (README,
-"Population training"): stacking pays while a step is dispatch-bound (small models); it buys nothing once the
-matmuls themselves dominate, where auto trains one model at a time."""
+"Population training"; every run in docs/population.md): stacking pays while a step is dispatch-bound (small
+models); it buys nothing once the matmuls themselves dominate, where auto trains one model at a time."""
 
 from __future__ import annotations
 
