@@ -19,7 +19,7 @@ USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
   python -m sweeper -m seed=1,2,3                      these seeds as replicates: mean and 95% CI
   -m, --multirun   Hydra sweep values (a,b,c  choice()  range()  interval()) start a study of exactly those
                    parameters: a grid for lists and ranges, the configured sampler when an interval is present
-  --cfg   print the resolved config and exit
+  --cfg, -c [job]   print the resolved config and exit (Hydra's `--cfg job`; `all` is the same)
   --config-dir DIR   a team's config folder (sweep/, data/, model/, ...) layered over the shipped configs;
                      also ./conf and $SWEEPER_CONFIG_DIR
 Config groups (group=option): {groups}
@@ -34,6 +34,32 @@ def _usage(argv: list[str]) -> str:
     groups = "".join(f"\n  {g}: {', '.join(available(g, layers))}" for g in GROUPS)
     where = "".join(f"\n  {p}" for p in reversed(layers)) + f"\n  {conf_layers.SHIPPED} (shipped)"
     return USAGE.format(groups=groups) + f"Config folders, highest precedence first:{where}\n"
+
+
+CFG_FLAGS = ("--cfg", "-c")
+CFG_VALUES = ("job", "all", "hydra")  # Hydra's own values for --cfg
+
+
+def _config_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """(argv without ``--cfg [job|all]``, whether it was given). Hydra apps take ``--cfg job`` (or ``-c job``, ``all``,
+    ``hydra``); sweeper composes with Hydra's compose API, so ``job`` and ``all`` print the same resolved config and
+    ``hydra`` (Hydra's own runtime config, which a composed config does not have) is refused in one line."""
+    from .errors import ConfigError
+
+    rest, show, i = [], False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a in CFG_FLAGS:
+            show = True
+            if i + 1 < len(argv) and argv[i + 1] in CFG_VALUES:
+                i += 1
+                if argv[i] == "hydra":
+                    why = "sweeper has no Hydra runtime config to print (it composes configs); use --cfg or --cfg job"
+                    raise ConfigError("--cfg", "hydra", why)
+        else:
+            rest.append(a)
+        i += 1
+    return rest, show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             argv = multirun.to_sweep_argv(argv)
         else:
             multirun.refuse_without_flag(argv)
-        cfg = config.load([a for a in argv if a != "--cfg"])
-        if "--cfg" in argv:
+        argv, show = _config_flag(argv)
+        cfg = config.load(argv)
+        if show:
             from omegaconf import OmegaConf
 
             print(mask(OmegaConf.to_yaml(cfg)))

@@ -386,6 +386,8 @@ def validate(cfg: DictConfig) -> None:
     if d.name == "csv":
         if not d.path:
             raise ConfigError("data.path", d.path, "data=csv needs data.path=<file.csv>")
+        if Path(d.path).is_dir():
+            raise ConfigError("data.path", d.path, "is a folder; data=csv needs a CSV file")
         if not Path(d.path).is_file():
             raise ConfigError("data.path", d.path, "file does not exist")
     if m.name not in MODELS:

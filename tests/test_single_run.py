@@ -62,6 +62,8 @@ BAD = [
     (["data.split.train=0.5"], "data.split:", "sum to 1"),
     (["data.split.train=0.85", "data.split.val=0.0"], "data.split.val: 0.0", "empty"),
     (["data=csv", "data.path=/no/such.csv"], "data.path: '/no/such.csv'", "does not exist"),
+    (["data=csv", "data.path=/tmp"], "data.path: '/tmp'", "is a folder; data=csv needs a CSV file"),
+    (["--cfg", "hydra"], "--cfg: 'hydra'", "use --cfg or --cfg job"),
     (["data=mnist", "data.root=/no/such/dir"], "data.root: '/no/such/dir'", "data.download=true"),
     (["trainer.max_epochs=abc"], "trainer.max_epochs: 'abc'", "Integer"),
     (["regularizer.bogus=1"], "regularizer.bogus", "unknown key"),
@@ -103,6 +105,16 @@ def test_nan_loss_ends_run_failed_with_reason(tmp_path, monkeypatch, capsys, mlf
     run = all_runs(mlflow_uri)[0]
     assert run.info.status == "FAILED"
     assert "non-finite" in run.data.tags["failure_reason"] and run.data.tags["state"] == "failed"
+
+
+@pytest.mark.parametrize("flags", [["--cfg"], ["--cfg", "job"], ["-c", "all"], ["+sweep=dropout", "--cfg", "job"]])
+def test_cfg_prints_the_resolved_config_as_hydra_apps_do(tmp_path, monkeypatch, capsys, flags):
+    """Hydra apps take ``--cfg job`` (``-c``, ``all``): the same resolved config here, nothing run or written."""
+    monkeypatch.chdir(tmp_path)
+    assert main([*flags, "trainer.max_epochs=7"]) == 0
+    out = capsys.readouterr().out
+    assert "max_epochs: 7" in out and ("n_trials:" in out) == ("+sweep=dropout" in flags)
+    assert not (tmp_path / "mlruns").exists()
 
 
 def test_help_lists_groups(capsys):
