@@ -340,6 +340,27 @@ def _naming_team_file(exc: ConfigError, cfg: DictConfig, overrides: list[str], l
     return ConfigError(exc.field, exc.value, f"{exc.allowed} (set in {path})")
 
 
+PRUNER_INTS = {  # the smallest value Optuna's pruners accept (below it they raise, or divide by zero), and why
+    "n_startup_trials": (0, "trials never pruned (median, percentile)"),
+    "n_warmup_steps": (0, "epochs before a trial may be pruned"),
+    "interval_steps": (1, "epochs between pruning checks"),
+    "min_resource": (1, "epochs before the first comparison (successive_halving, hyperband)"),
+    "reduction_factor": (2, "each rung keeps 1/reduction_factor of the trials (successive_halving, hyperband)"),
+}
+
+
+def _check_pruner_numbers(p: Any) -> None:
+    """Every pruner setting, whichever pruner is chosen: a bad one would otherwise surface as Optuna's ValueError
+    (or a ZeroDivisionError from Hyperband) after the stores are open."""
+    for key, (low, what) in PRUNER_INTS.items():
+        value = p[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"sweep.pruner.{key}", value, f"must be an integer >= {low}: {what}")
+    pct = p.percentile
+    if isinstance(pct, bool) or not isinstance(pct, (int, float)) or not 0 <= pct <= 100:
+        raise ConfigError("sweep.pruner.percentile", pct, "must be a number in [0, 100] (percentile pruner)")
+
+
 def _positive_int(value: Any, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(name, value, "must be an integer > 0")
@@ -585,6 +606,7 @@ def validate_sweep(cfg: DictConfig) -> dict:
     wf = sw.pruner.warmup_fraction
     if wf is not None and not (isinstance(wf, (int, float)) and not isinstance(wf, bool) and 0 <= wf < 1):
         raise ConfigError("sweep.pruner.warmup_fraction", wf, "must be in [0, 1) (a share of trainer.max_epochs) or null")
+    _check_pruner_numbers(sw.pruner)
     for key in ("heartbeat_interval", "grace_period", "top_k"):
         _positive_int(sw[key], f"sweep.{key}")
     pop = sw.population

@@ -38,6 +38,13 @@ BAD = [
     ),
     (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
+    # each of these was Optuna's ValueError (or Hyperband's ZeroDivisionError) as a traceback, after the stores opened
+    (sweep_args("dropout", "sweep.pruner.reduction_factor=1"), "sweep.pruner.reduction_factor: 1", "integer >= 2: each rung keeps"),
+    (sweep_args("dropout", "sweep.pruner.min_resource=0"), "sweep.pruner.min_resource: 0", "integer >= 1: epochs before the first"),
+    (sweep_args("dropout", "sweep.pruner.name=median", "sweep.pruner.n_startup_trials=-1"), "n_startup_trials: -1", "integer >= 0"),
+    (sweep_args("dropout", "sweep.pruner.name=median", "sweep.pruner.n_warmup_steps=-1"), "n_warmup_steps: -1", "integer >= 0"),
+    (sweep_args("dropout", "sweep.pruner.name=median", "sweep.pruner.interval_steps=0"), "interval_steps: 0", "integer >= 1"),
+    (sweep_args("dropout", "sweep.pruner.name=percentile", "sweep.pruner.percentile=150"), "percentile: 150.0", "in [0, 100]"),
     (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
     (sweep_args("dropout", "sweep.metric=accuracy"), "sweep.metric: 'accuracy'", "val_acc, val_loss"),
     (sweep_args("dropout", "sweep.metric=val_loss"), "sweep.direction: 'maximize'", "val_loss is only ever minimized"),
