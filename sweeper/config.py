@@ -400,6 +400,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"data.split.{k}", v, "each split fraction must be in (0, 1): an empty split is not allowed")
     if not math.isclose(sum(fr.values()), 1.0, abs_tol=1e-6):
         raise ConfigError("data.split", dict(fr), f"fractions must sum to 1 (they sum to {sum(fr.values()):g})")
+    if not isinstance(d.split_seed, int) or isinstance(d.split_seed, bool) or not 0 <= d.split_seed < 2**32:
+        raise ConfigError("data.split_seed", d.split_seed, "must be an integer in [0, 2**32)")
     if not isinstance(d.order_stream, int) or d.order_stream < 0:
         raise ConfigError("data.order_stream", d.order_stream, "must be an integer >= 0 (0: the seed's own data order)")
     if not 0 < d.train_fraction <= 1:
@@ -423,6 +425,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("optim.name", cfg.optim.name, f"allowed: {', '.join(OPTIMIZERS)}")
     if not (cfg.optim.lr > 0 and math.isfinite(cfg.optim.lr)):
         raise ConfigError("optim.lr", cfg.optim.lr, "must be a finite number > 0")
+    if not 0 <= cfg.optim.momentum < 1:  # torch refuses < 0; from 1 on SGD's velocity grows without bound
+        raise ConfigError("optim.momentum", cfg.optim.momentum, "must be in [0, 1) (SGD's momentum)")
     _positive_int(t.max_epochs, "trainer.max_epochs")
     _positive_int(t.max_epochs_cap, "trainer.max_epochs_cap")
     if not isinstance(t.checkpoint_every, int) or isinstance(t.checkpoint_every, bool) or t.checkpoint_every < 0:
@@ -601,6 +605,12 @@ def validate_sweep(cfg: DictConfig) -> dict:
             )
     if sw.sampler.name not in SAMPLERS:
         raise ConfigError("sweep.sampler.name", sw.sampler.name, f"allowed: {', '.join(SAMPLERS)}")
+    seed = sw.sampler.seed
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32):
+        raise ConfigError("sweep.sampler.seed", seed, "must be an integer in [0, 2**32) or null (unseeded)")
+    n_random = sw.sampler.n_startup_trials
+    if not isinstance(n_random, int) or isinstance(n_random, bool) or n_random < 0:
+        raise ConfigError("sweep.sampler.n_startup_trials", n_random, "must be an integer >= 0 (random trials before modelling)")
     if sw.pruner.name not in PRUNERS:
         raise ConfigError("sweep.pruner.name", sw.pruner.name, f"allowed: {', '.join(PRUNERS)}")
     wf = sw.pruner.warmup_fraction
