@@ -229,7 +229,10 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
         problem = text.splitlines()[0]
         return ConfigError(group, option, f"{conf_layers.origin(group, option, layers)} is not valid YAML: {problem} (line {line})")
     key_match = re.search(r"full_key: (\S+)", text)
-    first = text.splitlines()[0] if text else type(exc).__name__
+    lines = text.splitlines()
+    first = lines[0] if text else type(exc).__name__
+    if first.endswith("raised while composing config:") and len(lines) > 1:  # the reason is on the next line
+        first = f"{first} {lines[1].strip()}"
     if key_match:
         key = key_match.group(1)
         named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
@@ -286,6 +289,7 @@ def load(argv: list[str]) -> DictConfig:
             for name, expr in param_overrides.items():
                 cfg.sweep.params[name] = expr
     try:
+        _check_mandatory(cfg)
         validate(cfg)
         if cfg.sweep is not None:
             validate_sweep(cfg)
@@ -293,6 +297,13 @@ def load(argv: list[str]) -> DictConfig:
         raise _naming_team_file(exc, cfg, overrides, layers) from None
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _check_mandatory(cfg: DictConfig) -> None:
+    """A value left ``???`` (e.g. a team's sweep file without ``name:``) is named in one line, not raised as
+    OmegaConf's MissingMandatoryValue from wherever it is first read."""
+    for key in OmegaConf.missing_keys(cfg):
+        raise ConfigError(key, MISSING, "is required and was not set")
 
 
 _COMPOSED: dict[tuple, DictConfig] = {}
@@ -337,6 +348,8 @@ def _naming_team_file(exc: ConfigError, cfg: DictConfig, overrides: list[str], l
     path = conf_layers.origin(group, chosen, layers)
     if conf_layers.SHIPPED in path.parents:
         return exc
+    if exc.value == MISSING:  # a required value the file leaves out
+        return ConfigError(exc.field, exc.value, f"{exc.allowed}: add `{exc.field.split('.', 1)[1]}:` to {path}")
     return ConfigError(exc.field, exc.value, f"{exc.allowed} (set in {path})")
 
 

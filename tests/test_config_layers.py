@@ -101,6 +101,21 @@ def test_broken_or_misspelt_team_yaml_names_its_own_file(team, capsys):
     assert err == f"error: model.hiden: None is invalid; unknown key 'hiden' in model (set in {team / 'conf' / 'model' / 'typo.yaml'})"
 
 
+def test_team_file_without_a_required_key_or_of_the_wrong_shape_is_one_line(team, capsys):
+    """Was a MissingMandatoryValue traceback (a sweep file without ``name:``, or an empty one), and for a file of the
+    wrong shape the first line of Hydra's message only, without the reason."""
+    for text in ("# @package _global_\nsweep:\n  n_trials: 2\n", ""):
+        (team / "conf" / "sweep" / "nameless.yaml").write_text(text)
+        assert main(["+sweep=nameless", "data=digits", "--cfg"]) == 2
+        err = capsys.readouterr().err.strip()
+        path = team / "conf" / "sweep" / "nameless.yaml"
+        assert err == f"error: sweep.name: '???' is invalid; is required and was not set: add `name:` to {path}", err
+    (team / "conf" / "model" / "listy.yaml").write_text("- a\n- b\n")
+    assert main(["model=listy", "data=digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Invalid type assigned: list is not a subclass of ModelConfig" in err, err
+
+
 def test_optuna_storage_is_a_fallback_after_sweepers_own_variable(team, monkeypatch):
     from sweeper import stores
 
