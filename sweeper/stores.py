@@ -166,7 +166,6 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 
 def check_storage(url: str) -> None:
     """Refuse unsupported schemes and unreachable databases within ~10 s; never prints the password."""
-    import sqlalchemy
     from sqlalchemy.engine import make_url
 
     try:
@@ -178,13 +177,26 @@ def check_storage(url: str) -> None:
     if parsed.drivername == "sqlite":
         check_sqlite_file("storage", url, "Optuna storage")
         return
-    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    check_database_reachable("storage", url)
+
+
+def check_database_reachable(field: str, url: str) -> None:
+    """A database server (PostgreSQL, MySQL, ...) accepts a connection within ~10 s: the Optuna storage, or an MLflow
+    tracking store given as a database URL (MLflow's own store would retry a dead server for minutes)."""
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    try:
+        engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    except Exception as exc:  # e.g. the dialect's driver is not installed
+        raise ConfigError(field, mask(url), f"cannot open it: {mask(str(exc).strip().splitlines()[0])}") from None
     try:
         with engine.connect():
             pass
     except Exception as exc:
         first = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise ConfigError("storage", mask(url), f"cannot connect to {parsed.host}:{parsed.port or 5432}: {mask(first)}") from None
+        raise ConfigError(field, mask(url), f"cannot connect to {parsed.host}:{parsed.port or 5432}: {mask(first)}") from None
     finally:
         engine.dispose()
 
@@ -286,17 +298,43 @@ def check_tracking(cfg: DictConfig) -> None:
     credentials (one line, exit 2). Local mode: a SQLite file store is valid and writable (exit 2); an http(s)
     URI (e.g. $MLFLOW_TRACKING_URI) answers within ~10 s, else TrackingUnavailable (exit 3)."""
     uri = tracking_uri(cfg)
-    check_tracking_scheme("tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI", uri)
+    field = "MLFLOW_TRACKING_URI" if not cfg.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI") else "tracking.uri"
+    check_tracking_scheme(field, uri)
     if cfg.tracking.mode == "server":
         check_tracking_server(cfg)
         return
     if uri.startswith(("http://", "https://")):
         check_reachable(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
         return
-    check_sqlite_file("tracking.uri", uri, "MLflow tracking store")
+    if uri.split("://", 1)[0].split("+", 1)[0].lower() in ("postgresql", "mysql", "mssql"):
+        check_database_reachable(field, uri)
+    if uri.lower().startswith("databricks"):
+        check_databricks_credentials(field, uri)
+    check_sqlite_file(field, uri, "MLflow tracking store")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
     if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
+
+
+def check_databricks_credentials(field: str, uri: str) -> None:
+    """``databricks`` needs credentials (a profile or DATABRICKS_HOST/TOKEN); without them MLflow raises from its first
+    request, as a traceback. Reading them is local (no request is made). Skipped if MLflow moved the helper."""
+    try:
+        from mlflow.utils.databricks_utils import get_databricks_host_creds
+    except ImportError:
+        return
+    import logging
+
+    quiet = logging.getLogger("mlflow.utils.databricks_utils")  # its warning would be a second line before ours
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        get_databricks_host_creds(uri)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0].split(". Please", 1)[0]
+        raise ConfigError(field, mask(uri), f"{first}: configure Databricks authentication, or use the local store (unset it)") from None
+    finally:
+        quiet.setLevel(level)
 
 
 def check_reachable(uri: str, advice: str) -> None:

@@ -144,6 +144,30 @@ def test_unreachable_storage_fails_fast_with_masked_password(sweep_dir, capsys):
     _nothing_written(sweep_dir)
 
 
+@pytest.mark.parametrize(
+    "uri,needle",
+    [
+        ("postgresql://bob:hunter2@127.0.0.1:9/mlflow", "cannot connect to 127.0.0.1:9"),  # was minutes of MLflow's retries
+        ("postgresql://nobody@127.0.0.1:5432/postgres", 'role "nobody" does not exist'),  # the local server, a bad role
+        ("databricks", "Reading Databricks credential configuration failed"),  # was MLflow's traceback
+    ],
+)
+def test_tracking_store_that_cannot_be_used_fails_fast_naming_the_variable(sweep_dir, capsys, monkeypatch, uri, needle):
+    """A tracking store given by $MLFLOW_TRACKING_URI that is a dead or refusing database server, or Databricks
+    without credentials: one line naming the variable, within seconds, before anything is written."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    monkeypatch.delenv("DATABRICKS_TOKEN", raising=False)
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(sweep_dir / "no-databrickscfg"))
+    t0 = time.monotonic()
+    assert main(sweep_args("dropout")) == 2
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: MLFLOW_TRACKING_URI: ") and needle in err, err
+    assert "hunter2" not in err
+    assert not (sweep_dir / "mlruns" / "optuna.db").exists()
+
+
 def test_resuming_with_other_trial_settings_is_refused_and_with_other_resources_is_not(sweep_dir, capsys):
     """A study resumed (or joined) with settings its trials train with changed would rank, e.g., trials of 3 epochs
     against a baseline of 2; the changed key is named with both values. Where and how the work runs may change."""
