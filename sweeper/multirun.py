@@ -68,7 +68,10 @@ def _values_text(override, written: str) -> tuple[str, int | None]:
     if isinstance(value, ChoiceSweep):  # a,b,c (simple form) or choice(a,b,c): the same grammar either way
         return (f"choice({written})" if value.simple_form else written), len(value.list)
     if isinstance(value, RangeSweep):
-        return written, len(list(value.range()))
+        try:
+            return written, len(list(value.range()))
+        except ValueError:  # a zero step (Python's range() refuses it); the search space checks the rest
+            raise ConfigError(override.key_or_group, written, "range(start, stop, step) needs step > 0 and stop > start") from None
     if isinstance(value, IntervalSweep):
         return written, None
     raise ConfigError(override.key_or_group, written, "supported with -m: a,b,c  choice()  range()  interval()")

@@ -52,6 +52,7 @@ def test_seeds_alone_are_replicates_without_baseline_search_or_pruning():
         ),
         (["seed=range(1,4)"], "seed: 'range(1,4)'", "needs -m"),
         (["-m", "regularizer=dropout", "regularizer.p=interval(0.1"], "regularizer.p: 'interval(0.1'", "no viable alternative"),
+        (["-m", "regularizer=dropout", "regularizer.p=range(0,1,0)"], "regularizer.p: 'range(0,1,0)'", "needs step > 0"),  # a traceback
     ],
 )
 def test_bad_multirun_input_is_one_line_and_writes_nothing(sweep_dir, capsys, argv, field, allowed):
