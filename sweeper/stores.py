@@ -306,7 +306,7 @@ def check_tracking(cfg: DictConfig) -> None:
     if uri.startswith(("http://", "https://")):
         check_reachable(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
         return
-    if uri.split("://", 1)[0].split("+", 1)[0].lower() in ("postgresql", "mysql", "mssql"):
+    if uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
         check_database_reachable(field, uri)
     if uri.lower().startswith("databricks"):
         check_databricks_credentials(field, uri)
@@ -349,6 +349,7 @@ def check_reachable(uri: str, advice: str) -> None:
 
 
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # tracking stores on a database server (check_database_reachable)
 
 
 def check_tracking_scheme(field_name: str, uri: str) -> None:

@@ -166,6 +166,11 @@ def test_report_cli_refuses_unopenable_stores_in_one_line(tmp_path, monkeypatch,
     assert time.monotonic() - t0 < 30
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "127.0.0.1:9 is unreachable" in err and "hunter2" not in err, err
+    t0 = time.monotonic()  # a dead database server: MLflow's store retried it for minutes
+    assert report_main(["compare", "--tracking-uri", "postgresql://bob:hunter2@127.0.0.1:9/mlflow", *out]) == 2
+    assert time.monotonic() - t0 < 15
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot connect to 127.0.0.1:9" in err and "hunter2" not in err, err
     assert not (tmp_path / "r").exists() and not (tmp_path / "old-mlruns").exists()
 
 

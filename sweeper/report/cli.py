@@ -21,7 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
     ap.add_argument("--out", default="reports", help="folder for the report (a subfolder per experiment)")
     args = ap.parse_args(argv)
-    from ..stores import DEFAULT_TRACKING, absolute_sqlite, check_reachable, check_report_folder, check_tracking_scheme, sqlite_file
+    from ..stores import (
+        DATABASE_SCHEMES,
+        DEFAULT_TRACKING,
+        absolute_sqlite,
+        check_database_reachable,
+        check_reachable,
+        check_report_folder,
+        check_tracking_scheme,
+        sqlite_file,
+    )
 
     uri = absolute_sqlite(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
     try:
@@ -30,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         check_tracking_scheme("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri)
         if uri.lower().startswith(("http://", "https://")):
             check_reachable(uri, "start it, or pass the --tracking-uri of a store that is up")
+        if uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:  # MLflow would retry a dead server for minutes
+            check_database_reachable("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri)
         store = sqlite_file(uri)
         if store is not None and not store.exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
