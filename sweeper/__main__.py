@@ -104,8 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {printable(mask(str(exc)))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        from .runtime import interrupt_status, interrupted_by
+
+        print(f"interrupted ({interrupted_by()})", file=sys.stderr)
+        return interrupt_status()
     except StoreUnavailable as exc:
         print(f"error: {printable(mask(str(exc)))}", file=sys.stderr)
         return 3

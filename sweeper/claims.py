@@ -22,7 +22,7 @@ import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
-from . import optuna_compat
+from . import optuna_compat, runtime
 
 
 def open_slots(storage: RDBStorage, name: str, items: list[dict[str, Any]]) -> optuna.Study:
@@ -124,7 +124,7 @@ def run_slot_batches(
                         batch.append((study, *popped))
         except KeyboardInterrupt:
             for study, trial, _ in batch:
-                requeue(study, trial, max_retry, "interrupted (Ctrl-C); re-queued for the next run")
+                requeue(study, trial, max_retry, f"interrupted ({runtime.interrupted_by()}); re-queued for the next run")
             raise
         if not batch:
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):

@@ -11,7 +11,7 @@ import optuna
 from omegaconf import DictConfig, read_write
 
 from . import config as config_mod
-from . import population_size, stores
+from . import population_size, runtime, stores
 from .errors import StoreUnavailable, write_failure
 from .masking import mask
 from .population_worker import worker_class
@@ -21,7 +21,7 @@ from .worker import StudyContext, run_workers, study_context, worker_plan
 
 
 def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
-    """Exit status: 0 done (or other workers still finishing), 130 interrupted, 3 tracking server lost.
+    """Exit status: 0 done (or other workers still finishing), 130 interrupted (143 by SIGTERM), 3 tracking server lost.
     Bad storage, tracking or population settings raise ConfigError before anything is written."""
     stores.check_storage(stores.storage_url(cfg))
     stores.check_report_folder("sweep.report_dir", Path(cfg.sweep.report_dir), cfg.sweep.study_name or cfg.sweep.name)
@@ -75,8 +75,11 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
         return _run_and_report(cfg, argv, ctx, study, parent)
     except KeyboardInterrupt:  # while training, or later (summary, replication, report): the parent run is KILLED
         ctx.tracker.end_run(parent, "KILLED")
-        print(f"interrupted: study {study.study_name} can be resumed by running the same command", file=sys.stderr)
-        return 130
+        print(
+            f"interrupted ({runtime.interrupted_by()}): study {study.study_name} can be resumed by running the same command",
+            file=sys.stderr,
+        )
+        return runtime.interrupt_status()
 
 
 def _run_and_report(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: optuna.Study, parent: str) -> int:

@@ -27,7 +27,7 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import TrialState
 
 from . import config as config_mod
-from . import optuna_compat
+from . import optuna_compat, runtime
 from .errors import StoreUnavailable
 from .population import Member, Population, new_member, population_key, vectorizable
 from .population_size import device
@@ -98,7 +98,12 @@ class PopulationWorker(Worker):
                     alone = self._join(*popped)
             except KeyboardInterrupt:
                 if alone is not None:
-                    requeue(self.study, alone[0], int(self.cfg.sweep.max_retry), "interrupted (Ctrl-C); re-queued for the next run")
+                    requeue(
+                        self.study,
+                        alone[0],
+                        int(self.cfg.sweep.max_retry),
+                        f"interrupted ({runtime.interrupted_by()}); re-queued for the next run",
+                    )
                 raise
             if alone is not None:
                 self.run_one(*alone)  # the one-model path, with its own heartbeat and Ctrl-C handling
@@ -224,7 +229,7 @@ class PopulationWorker(Worker):
     # --- Ctrl-C or a lost store ----------------------------------------------------------------------------
     def _give_back_all(self, exc: BaseException) -> None:
         """Every member's trial back to the queue (FAIL + retry) and its run KILLED, before the exception goes on."""
-        reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
+        reason = f"interrupted ({runtime.interrupted_by()})" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
         for m in self.members():
             slot: Slot = m.handle
             slot.heartbeat.__exit__()

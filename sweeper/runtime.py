@@ -53,6 +53,44 @@ def setup() -> None:
     # Batches are sliced from in-memory tensors: DataLoader workers would only add overhead.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    stop_gracefully_on_sigterm()
+
+
+_TERMINATED = False  # a SIGTERM, not a Ctrl-C, is what interrupted this process
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    global _TERMINATED
+    _TERMINATED = True
+    raise KeyboardInterrupt
+
+
+def stop_gracefully_on_sigterm() -> None:
+    """SIGTERM (Kubernetes deleting a pod, Slurm preempting a job, ``docker compose down``) stops the process as a
+    Ctrl-C does: trials in progress are re-queued and their runs closed KILLED, at once, instead of the process
+    dying and its trials waiting ``sweep.grace_period`` to be found stale. Only from the main thread, and only over
+    the default disposition (a handler someone else installed is kept)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm)
+
+
+def note_sigterm() -> None:
+    """A SIGTERM that was held (``worker.sigint_deferred``) and is raised now."""
+    global _TERMINATED
+    _TERMINATED = True
+
+
+def interrupted_by() -> str:
+    """What interrupted the process, for failure reasons: ``Ctrl-C`` or ``SIGTERM``."""
+    return "SIGTERM" if _TERMINATED else "Ctrl-C"
+
+
+def interrupt_status() -> int:
+    """The exit status of an interrupted command: 130 after Ctrl-C (128 + SIGINT), 143 after SIGTERM (128 + 15)."""
+    return 143 if _TERMINATED else 130
 
 
 def freeze_heap() -> None:

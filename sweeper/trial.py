@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import TrialPruned, UpdateFinishedTrialError
 
-from . import population_size
+from . import population_size, runtime
 from . import regularizers as regs_mod
 from .config import flat_params, to_dict
 from .config import max_epochs as config_max_epochs
@@ -202,7 +202,7 @@ def open_run(
         )
         tracker.log_text(run_id, OmegaConf.to_yaml(cfg), "config.yaml")
     except KeyboardInterrupt:  # the caller never gets the run to close, linked or not
-        close_run(tracker, run_id, "killed", "KILLED", "interrupted (Ctrl-C)", None, 0)
+        close_run(tracker, run_id, "killed", "KILLED", f"interrupted ({runtime.interrupted_by()})", None, 0)
         raise
     except BaseException as exc:
         if not linked:  # no link, so nobody else can ever close the run (e.g. the trial was taken over meanwhile)
@@ -293,7 +293,7 @@ def run_trial(
         trainer = _trainer(cfg, all_callbacks)
         return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from)
     except KeyboardInterrupt:
-        finish("killed", "KILLED", "interrupted (Ctrl-C)")
+        finish("killed", "KILLED", f"interrupted ({runtime.interrupted_by()})")
         raise
 
 

@@ -28,7 +28,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 
 from . import config as config_mod
-from . import optuna_compat, stores
+from . import optuna_compat, runtime, stores
 from .errors import ConfigError, StoreUnavailable
 from .search_space import SearchParam, format_override
 from .study import open_study, slots
@@ -128,11 +128,19 @@ def sigint_deferred() -> Iterator[None]:
         return
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    term = signal.getsignal(signal.SIGTERM)
+    hold_term = term is runtime._sigterm  # SIGTERM stops the process as Ctrl-C does (runtime.stop_gracefully_on_sigterm)
+    if hold_term:
+        signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if hold_term:
+            signal.signal(signal.SIGTERM, term)
     if received:
+        if signal.SIGTERM in received:
+            runtime.note_sigterm()
         raise KeyboardInterrupt
 
 
@@ -145,7 +153,7 @@ def pop_slot(study: optuna.Study, storage: RDBStorage | None, max_retry: int) ->
             popped = optuna_compat.pop_waiting_trial(study, storage)
     except KeyboardInterrupt:
         if popped is not None:
-            requeue(study, popped[0], max_retry, "interrupted (Ctrl-C); re-queued for the next run")
+            requeue(study, popped[0], max_retry, f"interrupted ({runtime.interrupted_by()}); re-queued for the next run")
         raise
     return popped
 
@@ -253,7 +261,7 @@ class Worker:
         except optuna.exceptions.UpdateFinishedTrialError:  # taken over while stalled, found at any storage write
             self._abandoned(trial)
         except (KeyboardInterrupt, StoreUnavailable) as exc:
-            reason = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
+            reason = f"interrupted ({runtime.interrupted_by()})" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
             try:
                 requeue(self.study, trial, int(self.cfg.sweep.max_retry), f"{reason}; re-queued for the next run")
             except Exception:
@@ -413,8 +421,6 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     import torch
 
-    from . import runtime
-
     runtime.setup()
     torch.set_num_threads(threads)
     cfg = config_mod.load(argv)
@@ -423,7 +429,7 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker
     try:
         (worker_cls or Worker)(argv, cfg, ctx, study, parent).run()
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(runtime.interrupt_status())
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(3)

@@ -301,20 +301,25 @@ def _wait_for_training_members(sweep_dir, timeout: float = 120) -> None:
 
 
 @pytest.mark.slow
-def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(sweep_dir):
+@pytest.mark.parametrize("signum,status,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_population_sweep_interrupted_requeues_every_member_and_resumes_exactly(sweep_dir, signum, status, name):
+    """Ctrl-C, and SIGTERM (a pod deleted, a job preempted, ``docker compose down``) the same way: every member's trial
+    back in the queue at once, its run KILLED with the reason, exit 128 + the signal."""
     # 300 epochs (seconds for the population here): the signal must land while members train, even on a fast machine
     args = sweep_args("dropout", "sweep.n_trials=5", "sweep.population=3", "trainer.max_epochs=300", "sweep.replicates=0")
     args.append("sweep.pruner.name=none")
     proc = start_interruptible(args, sweep_dir)
     _wait_for_training_members(sweep_dir)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == status, err[-2000:]
+    assert f"interrupted ({name}): study dropout can be resumed" in err
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     runs = all_runs(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("role") == "trial"]
+    killed = [r for r in runs if r.info.status == "KILLED" and r.data.tags.get("role") == "trial"]
+    assert killed and {r.data.tags["failure_reason"] for r in killed} == {f"interrupted ({name})"}
     resumed = subprocess.run([sys.executable, "-m", "sweeper", *args], cwd=sweep_dir, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check_study(sweep_dir, "dropout", 5)  # the interrupted members were retried: still exactly 5 finished slots
