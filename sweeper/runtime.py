@@ -59,7 +59,8 @@ def setup() -> None:
 _TERMINATED = False  # a SIGTERM, not a Ctrl-C, is what interrupted this process
 
 
-def _sigterm(signum: int, frame: object) -> None:
+def raise_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM's handler (``stop_gracefully_on_sigterm``): a KeyboardInterrupt, remembered as a SIGTERM."""
     global _TERMINATED
     _TERMINATED = True
     raise KeyboardInterrupt
@@ -74,7 +75,7 @@ def stop_gracefully_on_sigterm() -> None:
     import threading
 
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm)
+        signal.signal(signal.SIGTERM, raise_on_sigterm)
 
 
 def note_sigterm() -> None:

@@ -129,7 +129,7 @@ def sigint_deferred() -> Iterator[None]:
     received: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     term = signal.getsignal(signal.SIGTERM)
-    hold_term = term is runtime._sigterm  # SIGTERM stops the process as Ctrl-C does (runtime.stop_gracefully_on_sigterm)
+    hold_term = term is runtime.raise_on_sigterm  # SIGTERM stops the process as Ctrl-C does (runtime.stop_gracefully_on_sigterm)
     if hold_term:
         signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
     try:
