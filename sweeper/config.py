@@ -299,6 +299,22 @@ def load(argv: list[str]) -> DictConfig:
     return cfg
 
 
+def _check_technique(cfg: DictConfig, tech: str) -> None:
+    """A compare sweep's technique trains with the sweep's optimizer and batch size: its own file's values (read,
+    not composed: one small YAML each) must be valid with them, or every slot of it would fail while the sweep exits
+    0 (batch norm at data.batch_size=1 did)."""
+    path = conf_layers.origin("regularizer", tech, _layers(cfg))
+    values = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    if not isinstance(values, dict):
+        return  # the composition of its slots reports a file of the wrong shape
+    try:
+        active = regularizers.build({str(k): v for k, v in values.items()}, cfg.optim.name)
+    except ConfigError as exc:
+        raise ConfigError("sweep.techniques", tech, f"its {exc.field}: {exc.allowed}") from None
+    if cfg.data.batch_size < 2 and any(r.name == "batchnorm" for r in active):
+        raise ConfigError("sweep.techniques", tech, f"batch norm needs data.batch_size >= 2 (it is {cfg.data.batch_size})")
+
+
 def _check_mandatory(cfg: DictConfig) -> None:
     """A value left ``???`` (e.g. a team's sweep file without ``name:``) is named in one line, not raised as
     OmegaConf's MissingMandatoryValue from wherever it is first read."""
@@ -471,7 +487,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.tracking.mode == "server":
         stores.tracking_uri(cfg)  # names a missing environment variable now, before anything runs
         stores.storage_url(cfg)
-    regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
+    active = regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
+    if d.batch_size < 2 and any(r.name == "batchnorm" for r in active):  # torch refuses to normalize one row
+        raise ConfigError("data.batch_size", d.batch_size, "batch norm needs at least 2 rows per training batch")
     validate_launcher(cfg)
 
 
@@ -648,6 +666,7 @@ def validate_sweep(cfg: DictConfig) -> dict:
                     tech,
                     f"unknown technique; available: {', '.join(t for t in available('regularizer', _layers(cfg)) if t != 'none')}",
                 )
+            _check_technique(cfg, tech)
         _positive_int(sw.trials_per_technique, "sweep.trials_per_technique")
         chosen = ["none", *sw.techniques]
         kept = {}

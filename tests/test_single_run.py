@@ -71,6 +71,7 @@ BAD = [
     (["trainer.accelerator=tpu9"], "trainer.accelerator: 'tpu9'", "auto, cpu"),
     (["trainer.devices=2"], "trainer.devices: 2", "only 1"),
     (["seed=-1"], "seed: -1", "[0, 2**32)"),
+    (["regularizer=batchnorm", "data.batch_size=1"], "data.batch_size: 1", "batch norm needs at least 2 rows"),  # torch's error, exit 1
     (["data.split_seed=-1"], "data.split_seed: -1", "[0, 2**32)"),  # was scikit-learn's message under data.split
     (["optim.name=sgd", "optim.momentum=-0.5"], "optim.momentum: -0.5", "[0, 1)"),  # every trial failed, exit 0
     (["workers=0"], "workers: 0", "> 0"),

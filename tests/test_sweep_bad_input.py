@@ -45,6 +45,11 @@ BAD = [
     (sweep_args("dropout", "sweep.pruner.name=median", "sweep.pruner.n_warmup_steps=-1"), "n_warmup_steps: -1", "integer >= 0"),
     (sweep_args("dropout", "sweep.pruner.name=median", "sweep.pruner.interval_steps=0"), "interval_steps: 0", "integer >= 1"),
     (sweep_args("dropout", "sweep.pruner.name=percentile", "sweep.pruner.percentile=150"), "percentile: 150.0", "in [0, 100]"),
+    (  # every batch-norm slot failed at its first step and the sweep exited 0
+        sweep_args("compare", "data.batch_size=1", "sweep.techniques=[l2,batchnorm]"),
+        "sweep.techniques: 'batchnorm'",
+        "batch norm needs data.batch_size >= 2 (it is 1)",
+    ),
     (sweep_args("dropout", "sweep.sampler.seed=-1"), "sweep.sampler.seed: -1", "integer in [0, 2**32) or null"),  # was a ValueError
     (sweep_args("dropout", "sweep.sampler.n_startup_trials=-1"), "sweep.sampler.n_startup_trials: -1", "integer >= 0"),  # was accepted
     (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
