@@ -233,6 +233,8 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
     first = lines[0] if text else type(exc).__name__
     if first.endswith("raised while composing config:") and len(lines) > 1:  # the reason is on the next line
         first = f"{first} {lines[1].strip()}"
+    if "Cannot merge DictConfig with ListConfig" in first and key_match and key_match.group(1) == "sweep.references":
+        first = "must be a mapping of name: [overrides]; add one with \"+sweep.references.p02=['regularizer.p=0.2']\""
     if key_match:
         key = key_match.group(1)
         named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
@@ -442,6 +444,8 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError("data.path", d.path, "is a folder; data=csv needs a CSV file")
         if not Path(d.path).is_file():
             raise ConfigError("data.path", d.path, "file does not exist")
+    elif d.path is not None:  # it would be silently ignored: the run would train on data.name's data instead
+        raise ConfigError("data.path", d.path, f"is used only by data=csv (data.name is {d.name}); add data=csv or drop data.path")
     if m.name not in MODELS:
         raise ConfigError("model.name", m.name, f"allowed: {', '.join(MODELS)}")
     if not m.hidden or any(not isinstance(h, int) or h <= 0 for h in m.hidden):
@@ -650,6 +654,9 @@ def validate_sweep(cfg: DictConfig) -> dict:
     _check_pruner_numbers(sw.pruner)
     for key in ("heartbeat_interval", "grace_period", "top_k"):
         _positive_int(sw[key], f"sweep.{key}")
+    retries = sw.max_retry
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigError("sweep.max_retry", retries, "must be an integer >= 0 (retries of a trial whose worker died or was interrupted)")
     pop = sw.population
     if pop != "auto" and (not isinstance(pop, int) or isinstance(pop, bool) or pop <= 0):
         raise ConfigError("sweep.population", pop, "must be an integer >= 1 (members trained at once) or auto")
@@ -659,6 +666,11 @@ def validate_sweep(cfg: DictConfig) -> dict:
     if sw.techniques is not None:
         if not sw.techniques:
             raise ConfigError("sweep.techniques", [], "needs at least one technique")
+        twice = sorted({t for t in sw.techniques if list(sw.techniques).count(t) > 1})
+        if twice:
+            raise ConfigError(
+                "sweep.techniques", list(sw.techniques), f"lists {', '.join(twice)} more than once; use sweep.trials_per_technique for more trials"
+            )
         for tech in sw.techniques:
             if tech not in available("regularizer", _layers(cfg)) or tech == "none":
                 raise ConfigError(

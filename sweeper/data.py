@@ -95,13 +95,27 @@ def _missing(cfg, where: str) -> ConfigError:
     )
 
 
+def _download_failed(cfg, exc: BaseException) -> ConfigError:
+    """torchvision's download error (every mirror tried) as one line; offline is the usual reason."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if ln.startswith("<urlopen")), lines[-1] if lines else type(exc).__name__)
+    return ConfigError(
+        "data.download",
+        True,
+        f"downloading {cfg.name} into {cfg.root} failed ({reason}); run where the internet is reachable, or copy the files "
+        f"into data.root",
+    )
+
+
 def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
     try:
         parts = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
-    except RuntimeError:
+    except (RuntimeError, OSError) as exc:  # torchvision: RuntimeError when a file is missing or every mirror failed
+        if cfg.download:
+            raise _download_failed(cfg, exc) from None
         raise _missing(cfg, str(Path(cfg.root) / cls.__name__ / "raw")) from None
     x = torch.cat([p.data for p in parts]).numpy().astype(np.float32)[:, None] / 255.0
     y = torch.cat([torch.as_tensor(p.targets) for p in parts]).numpy().astype(np.int64)
@@ -117,7 +131,10 @@ def _cifar10(cfg) -> tuple[np.ndarray, np.ndarray]:
             raise _missing(cfg, str(folder))
         from torchvision import datasets
 
-        datasets.CIFAR10(cfg.root, train=True, download=True)
+        try:
+            datasets.CIFAR10(cfg.root, train=True, download=True)
+        except (RuntimeError, OSError) as exc:  # URLError is an OSError
+            raise _download_failed(cfg, exc) from None
     xs, ys = [], []
     for n in names:
         with open(folder / n, "rb") as f:

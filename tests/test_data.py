@@ -139,6 +139,20 @@ def test_missing_torchvision_dataset_says_how_to_get_it(tmp_path, name):
         prepare(cfg)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_failed_download_is_one_error_naming_data_download(tmp_path, monkeypatch, name):
+    """Offline with data.download=true: torchvision's error (or its URLError traceback, for CIFAR-10) was reported as
+    'data.download=false'. The mirrors point at a closed local port, so the download really fails, here and offline."""
+    from torchvision import datasets
+
+    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.setattr(datasets.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    cfg = config.load([f"data={name}", f"data.root={tmp_path}", "data.download=true"])
+    with pytest.raises(ConfigError, match=rf"data\.download: True .*downloading {name} into {tmp_path} failed \(.*refused.*\); run where"):
+        prepare(cfg)
+
+
 def _csv(tmp_path, rows=120):
     rng = np.random.default_rng(0)
     lines = ["a,b,c,target"]

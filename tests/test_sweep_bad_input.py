@@ -52,6 +52,14 @@ BAD = [
     ),
     (sweep_args("dropout", "sweep.sampler.seed=-1"), "sweep.sampler.seed: -1", "integer in [0, 2**32) or null"),  # was a ValueError
     (sweep_args("dropout", "sweep.sampler.n_startup_trials=-1"), "sweep.sampler.n_startup_trials: -1", "integer >= 0"),  # was accepted
+    (sweep_args("dropout", "sweep.max_retry=-1"), "sweep.max_retry: -1", "integer >= 0"),  # was accepted (as 0)
+    (sweep_args("dropout", "data.path=/dev/null"), "data.path: '/dev/null'", "used only by data=csv (data.name is digits)"),  # was ignored
+    (  # was accepted: the technique got twice the trials of the others, against compare's equal budgets
+        sweep_args("compare", "sweep.techniques=[l1,l1,l2]"),
+        "sweep.techniques: ['l1', 'l1', 'l2']",
+        "lists l1 more than once; use sweep.trials_per_technique",
+    ),
+    (sweep_args("dropout", "sweep.references=[foo]"), "sweep.references: '[foo]'", "mapping of name: [overrides]; add one with"),
     (sweep_args("dropout", "sweep.direction=up"), "sweep.direction: 'up'", "maximize, minimize"),
     (sweep_args("dropout", "sweep.metric=accuracy"), "sweep.metric: 'accuracy'", "val_acc, val_loss"),
     (sweep_args("dropout", "sweep.metric=val_loss"), "sweep.direction: 'maximize'", "val_loss is only ever minimized"),
