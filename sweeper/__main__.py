@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
+USAGE = """usage: python -m sweeper [--cfg] [--help] [--version] [key=value ...]
 
   python -m sweeper                                    one run with the defaults
   python -m sweeper regularizer=dropout regularizer.p=0.3 trainer.max_epochs=20 data=digits
@@ -19,6 +19,7 @@ USAGE = """usage: python -m sweeper [--cfg] [--help] [key=value ...]
   python -m sweeper -m seed=1,2,3                      these seeds as replicates: mean and 95% CI
   -m, --multirun   Hydra sweep values (a,b,c  choice()  range()  interval()) start a study of exactly those
                    parameters: a grid for lists and ranges, the configured sampler when an interval is present
+  --version, -V     print the versions of sweeper, torch, lightning, optuna, mlflow and hydra-core
   --cfg, -c [job]   print the resolved config and exit (Hydra's `--cfg job`; `all` is the same)
   --config-dir DIR   a team's config folder (sweep/, data/, model/, ...) layered over the shipped configs;
                      also ./conf and $SWEEPER_CONFIG_DIR
@@ -62,6 +63,37 @@ def _config_flag(argv: list[str]) -> tuple[list[str], bool]:
     return rest, show
 
 
+OPTIONS = "--help, --version, --cfg [job], -m/--multirun, --config-dir DIR"
+PACKAGES = ("torch", "lightning", "optuna", "mlflow", "hydra-core")
+
+
+def _version() -> str:
+    """The versions that decide a run's numbers, from the installed metadata (importing Lightning costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"sweeper {of('sweeper')} (" + ", ".join(f"{p} {of(p)}" for p in PACKAGES) + ")"
+
+
+def _check_options(argv: list[str]) -> None:
+    """An option sweeper does not take is one line naming it (Hydra's parser called ``--foo`` a lexer error)."""
+    from .errors import ConfigError
+    from .multirun import MULTIRUN_FLAGS
+
+    folder_flags = ("--config-dir", "-cd")
+    for i, a in enumerate(argv):
+        if not a.startswith("-") or a in (*MULTIRUN_FLAGS, *CFG_FLAGS, *folder_flags) or a.startswith("--config-dir="):
+            continue
+        if i and argv[i - 1] in folder_flags:  # the folder itself
+            continue
+        raise ConfigError("option", a, f"unknown option; sweeper takes {OPTIONS} and key=value overrides (see --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--help" in argv or "-h" in argv:
@@ -73,10 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0
+    if "--version" in argv or "-V" in argv:
+        print(_version())
+        return 0
     from .errors import ConfigError, StoreUnavailable
     from .masking import mask, printable
 
     try:
+        _check_options(argv)
         from . import config, multirun
 
         if multirun.requested(argv):

@@ -125,6 +125,29 @@ def test_help_lists_groups(capsys):
     assert "regularizer: batchnorm, dropout" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_the_packages_that_decide_the_numbers(capsys, flag):
+    from importlib.metadata import version
+
+    assert main([flag]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.startswith(f"sweeper {version('sweeper')} (torch {version('torch')}, lightning {version('lightning')}") and "mlflow" in out
+
+
+@pytest.mark.parametrize("argv", [["--info"], ["--cfg", "--bar"], ["-m", "regularizer.p=0.1,0.2", "--run"]])
+def test_an_option_sweeper_does_not_take_is_one_line(tmp_path, monkeypatch, capsys, argv):
+    """Hydra's override parser used to call these a LexerNoViableAltException."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    bad = next(a for a in argv[1:] + argv[:1] if a.startswith("--") and a != "--cfg")
+    assert err == (
+        f"error: option: '{bad}' is invalid; unknown option; sweeper takes --help, --version, --cfg [job], -m/--multirun, "
+        "--config-dir DIR and key=value overrides (see --help)"
+    )
+    assert not (tmp_path / "mlruns").exists()
+
+
 @pytest.mark.parametrize("exc,status", [(UpdateFinishedTrialError("taken over"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_a_run_whose_link_cannot_be_recorded_is_closed_not_left_running(mlflow_uri, exc, status):
     """open_run's caller records the run id on the trial first; if that fails (the trial was taken over while this
