@@ -669,7 +669,9 @@ def validate_sweep(cfg: DictConfig) -> dict:
         twice = sorted({t for t in sw.techniques if list(sw.techniques).count(t) > 1})
         if twice:
             raise ConfigError(
-                "sweep.techniques", list(sw.techniques), f"lists {', '.join(twice)} more than once; use sweep.trials_per_technique for more trials"
+                "sweep.techniques",
+                list(sw.techniques),
+                f"lists {', '.join(twice)} more than once; use sweep.trials_per_technique for more trials",
             )
         for tech in sw.techniques:
             if tech not in available("regularizer", _layers(cfg)) or tech == "none":

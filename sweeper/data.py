@@ -102,8 +102,7 @@ def _download_failed(cfg, exc: BaseException) -> ConfigError:
     return ConfigError(
         "data.download",
         True,
-        f"downloading {cfg.name} into {cfg.root} failed ({reason}); run where the internet is reachable, or copy the files "
-        f"into data.root",
+        f"downloading {cfg.name} into {cfg.root} failed ({reason}); run where the internet is reachable, or copy the files into data.root",
     )
 
 
