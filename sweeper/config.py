@@ -313,8 +313,9 @@ def _check_technique(cfg: DictConfig, tech: str) -> None:
         active = regularizers.build({str(k): v for k, v in values.items()}, cfg.optim.name)
     except ConfigError as exc:
         raise ConfigError("sweep.techniques", tech, f"its {exc.field}: {exc.allowed}") from None
-    if cfg.data.batch_size < 2 and any(r.name == "batchnorm" for r in active):
-        raise ConfigError("sweep.techniques", tech, f"batch norm needs data.batch_size >= 2 (it is {cfg.data.batch_size})")
+    problem = _batchnorm_misfit(active, int(cfg.data.batch_size))
+    if problem:
+        raise ConfigError("sweep.techniques", tech, f"its {problem[0]}={problem[1]}: {problem[2]}")
 
 
 def _check_mandatory(cfg: DictConfig) -> None:
@@ -492,9 +493,25 @@ def validate(cfg: DictConfig) -> None:
         stores.tracking_uri(cfg)  # names a missing environment variable now, before anything runs
         stores.storage_url(cfg)
     active = regularizers.build(to_dict(cfg.regularizer), cfg.optim.name)
-    if d.batch_size < 2 and any(r.name == "batchnorm" for r in active):  # torch refuses to normalize one row
-        raise ConfigError("data.batch_size", d.batch_size, "batch norm needs at least 2 rows per training batch")
+    problem = _batchnorm_misfit(active, int(d.batch_size))
+    if problem:
+        raise ConfigError(*problem)
     validate_launcher(cfg)
+
+
+def _batchnorm_misfit(active: list, batch_size: int) -> tuple[str, Any, str] | None:
+    """(field, value, why) when batch norm cannot work as configured with this batch size: torch refuses to normalize
+    one row, and a ghost batch larger than the batch is the whole batch (plain batch norm, not what was asked)."""
+    bn = next((r for r in active if r.name == "batchnorm"), None)
+    if bn is None:
+        return None
+    if batch_size < 2:
+        return ("data.batch_size", batch_size, "batch norm needs at least 2 rows per training batch")
+    ghost = bn.values["bn_ghost"]
+    if ghost is not None and ghost > batch_size:
+        why = f"a ghost batch must not be larger than data.batch_size ({batch_size}): it would be plain batch norm; use null for that"
+        return ("regularizer.bn_ghost", ghost, why)
+    return None
 
 
 LAUNCHERS = ("local", "slurm")

@@ -48,7 +48,17 @@ BAD = [
     (  # every batch-norm slot failed at its first step and the sweep exited 0
         sweep_args("compare", "data.batch_size=1", "sweep.techniques=[l2,batchnorm]"),
         "sweep.techniques: 'batchnorm'",
-        "batch norm needs data.batch_size >= 2 (it is 1)",
+        "its data.batch_size=1: batch norm needs at least 2 rows per training batch",
+    ),
+    (  # the ghost batch would be the whole batch: plain batch norm, while the run says ghost batch norm
+        sweep_args("batchnorm", "regularizer.bn_ghost=64", "data.batch_size=32"),
+        "regularizer.bn_ghost: 64",
+        "a ghost batch must not be larger than data.batch_size (32)",
+    ),
+    (  # the shipped batch-norm sweep searches bn_ghost in choice(4, 8, 16, 32): 16 and 32 do not fit a batch of 8
+        sweep_args("batchnorm", "data.batch_size=8"),
+        "sweep.params.regularizer.bn_ghost: 'choice(4, 8, 16, 32)'",
+        "its choice 16 is invalid: regularizer.bn_ghost: a ghost batch must not be larger than data.batch_size (8)",
     ),
     (sweep_args("dropout", "sweep.sampler.seed=-1"), "sweep.sampler.seed: -1", "integer in [0, 2**32) or null"),  # was a ValueError
     (sweep_args("dropout", "sweep.sampler.n_startup_trials=-1"), "sweep.sampler.n_startup_trials: -1", "integer >= 0"),  # was accepted
