@@ -135,6 +135,8 @@ def _run_and_report(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: 
         registered = register_recommended(tracker, report, study.study_name, ctx.storage)
         if registered:
             print(f"registered model: {registered}")
+        elif report.at_chance:
+            print("no model registered: every replicated configuration is at chance level (see the warning above)")
         print(f"report: {report.folder / 'report.html'}  ({n_rep} replicate runs in {t1 - t0:.1f} s, report in {t2 - t1:.1f} s)")
     tracker.end_run(parent, "FINISHED")
     return 0

@@ -14,7 +14,7 @@ def register_recommended(tracker: Tracker, report: Report, study_name: str, stor
     """The model of the configuration the report chose for accuracy (its first replicate seed). With ``storage``,
     registration is a claim slot: two invocations finishing the same study together register one version."""
     key = report.choice
-    if key is None:
+    if key is None or report.at_chance:  # a model that learned nothing is no champion (the report says why)
         return None
     description = _description(report, key, study_name)
     if storage is None:

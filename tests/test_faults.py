@@ -335,7 +335,7 @@ def test_a_registration_slower_than_the_grace_period_is_not_taken_over(tmp_path,
     watcher = threading.Thread(target=other_invocation, daemon=True)
     watcher.start()
     try:
-        report = SimpleNamespace(choice="dropout", rows=[])
+        report = SimpleNamespace(choice="dropout", rows=[], at_chance=None)
         assert registry.register_recommended(None, report, "s", storage) == "sweeper-s version 1 (dropout)"
     finally:
         done.set()

@@ -200,6 +200,21 @@ def test_study_without_finished_trials_has_no_report(tmp_path, monkeypatch, caps
     assert not (tmp_path / "r" / "empty").exists()
 
 
+def test_a_study_where_nothing_learned_says_so_and_registers_no_model(sweep_dir, capsys):
+    """optim.lr=1e6 blows every model up to a constant prediction: test acc 0.1000 for all, differences of exactly
+    zero, so 'keep the baseline' would be read as evidence, and the baseline was registered as the champion."""
+    from mlflow import MlflowClient
+
+    argv = sweep_args("dropout", "optim.lr=1e6", "sweep.n_trials=2", "sweep.replicates=2", "sweep.timing_repeats=0")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no model registered: every replicated configuration is at chance level" in out
+    md = (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+    assert re.search(r"\*\*warning\*\*: Every replicated configuration is at chance level: the best, \S+, has test acc 0\.1\d*", md), md
+    assert "(1/10 = 0.1000, 270 test rows)" in md
+    assert MlflowClient(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}").search_registered_models() == []
+
+
 @pytest.mark.slow
 def test_dropout_report_answers_the_claim_on_seeds_the_search_never_used(sweep_dir, capsys):
     """The winner's curse: were a replicate seed also the search's seed, replicate 0 of the tuned technique

@@ -14,7 +14,7 @@ from ..names import check_name
 from ..tracking import Tracker
 from .collect import collect
 from .plots import make_plots
-from .recommend import _small_data, accuracy_choice, recommend
+from .recommend import _small_data, accuracy_choice, chance_warning, recommend
 from .render import render, search_rows, seed_rows
 from .rows import Row, axis_table, build_rows
 
@@ -52,6 +52,7 @@ class Report:
     choice: str | None = None  # the accuracy recommendation: the configuration the registry registers
     search: list[list[str]] | None = None  # the search's results, when nothing was replicated
     across: list[list[str]] | None = None  # mean and CI over searched seeds (``-m seed=1,2,3``)
+    at_chance: str | None = None  # every replicated configuration at chance level: why nothing is registered
 
 
 def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to_parent: bool = True) -> Report:
@@ -66,6 +67,9 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
         if rows
         else ([("small data", _small_data(axis_rows, data.axis))] if axis_rows else [])
     )
+    at_chance = chance_warning(rows, data.classes, data.test_rows)
+    if at_chance:
+        recs = [("warning", at_chance), *recs]
     final = Path(out_root) / experiment
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=final.parent))
@@ -79,4 +83,5 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return Report(final, rows, axis_rows, recs, plots, choice, None if rows or axis_rows else search_rows(data), seed_rows(data))
+    search = None if rows or axis_rows else search_rows(data)
+    return Report(final, rows, axis_rows, recs, plots, choice, search, seed_rows(data), at_chance)

@@ -27,6 +27,8 @@ class StudyData:
     claim: str = ""
     claim_reference: str = ""
     log_params: list[str] = field(default_factory=list)  # searched on a log scale: plotted on a log axis
+    classes: int | None = None  # of the replicates' dataset (its MLflow dataset input), for the chance level
+    test_rows: int | None = None
 
     @property
     def alpha_per_look(self) -> float:
@@ -67,6 +69,7 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         claim_reference=tags.get("claim_reference", ""),
         log_params=json.loads(tags.get("log_params", "[]")),
     )
+    data.classes, data.test_rows = _dataset_size(reps)
     for r in runs:
         if (
             r.data.tags.get("role") == "cost"
@@ -84,3 +87,15 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
             m: [x.value for x in sorted(tracker.metric_history(r.info.run_id, m), key=lambda x: x.step)] for m in ("train_acc", "val_acc")
         }
     return data
+
+
+def _dataset_size(reps: list) -> tuple[int | None, int | None]:
+    """(classes, test rows) from a replicate's dataset input profile (``trial.open_run``); None when absent."""
+    for r in reps:
+        for di in getattr(r.inputs, "dataset_inputs", None) or []:
+            try:
+                profile = json.loads(di.dataset.profile or "{}")
+                return int(profile["classes"]), int(profile["test"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return None, None

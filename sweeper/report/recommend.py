@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..stats import Ratio
@@ -76,6 +77,24 @@ def accuracy_choice(rows: list[Row]) -> str | None:
     if better:
         return max(better, key=_validation).key
     return BASELINE if any(r.key == BASELINE for r in rows) else None
+
+
+def chance_warning(rows: list[Row], classes: int | None, test_rows: int | None) -> str | None:
+    """Every replicated configuration within two standard errors of guessing (1/classes, the binomial error over the
+    test rows): the model learned nothing (a learning rate that blew the weights up, too few epochs), and no
+    recommendation, significant or not, says anything about regularization. None when something learned."""
+    if not rows or not classes or classes < 2 or not test_rows:
+        return None
+    guess = 1 / classes
+    limit = guess + 2 * math.sqrt(guess * (1 - guess) / test_rows)
+    best = max(rows, key=lambda r: r.test.mean)
+    if best.test.mean > limit:
+        return None
+    return (
+        f"Every replicated configuration is at chance level: the best, {best.key}, has test acc {best.test.mean:.4f}, within "
+        f"two standard errors of guessing (1/{classes} = {guess:.4f}, {test_rows} test rows). Nothing was learned, so no "
+        f"recommendation below holds and no model is registered; check optim.lr, trainer.max_epochs and the data."
+    )
 
 
 def recommend(
