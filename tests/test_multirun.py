@@ -53,6 +53,10 @@ def test_seeds_alone_are_replicates_without_baseline_search_or_pruning():
         (["seed=range(1,4)"], "seed: 'range(1,4)'", "needs -m"),
         (["-m", "regularizer=dropout", "regularizer.p=interval(0.1"], "regularizer.p: 'interval(0.1'", "no viable alternative"),
         (["-m", "regularizer=dropout", "regularizer.p=range(0,1,0)"], "regularizer.p: 'range(0,1,0)'", "needs step > 0"),  # a traceback
+        # a seed listed twice was two identical replicates: a zero-width "95% CI" ([0.5519, 0.5519] on digits)
+        (["-m", "seed=1,1"], "seed: '1,1'", "lists 1 more than once (the same seed twice is one replicate counted twice)"),
+        (["-m", "regularizer=dropout", "regularizer.p=0.1,0.2,0.1"], "regularizer.p: '0.1,0.2,0.1'", "lists 0.1 more than once"),
+        (["-m", "regularizer=l1,l1"], "regularizer: 'l1,l1'", "lists l1 more than once (a grid point twice trains the same model"),
     ],
 )
 def test_bad_multirun_input_is_one_line_and_writes_nothing(sweep_dir, capsys, argv, field, allowed):
