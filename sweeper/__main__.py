@@ -82,16 +82,13 @@ def _version() -> str:
 
 def _check_options(argv: list[str]) -> None:
     """An option sweeper does not take is one line naming it (Hydra's parser called ``--foo`` a lexer error)."""
+    from .conf_layers import split_argv
     from .errors import ConfigError
     from .multirun import MULTIRUN_FLAGS
 
-    folder_flags = ("--config-dir", "-cd")
-    for i, a in enumerate(argv):
-        if not a.startswith("-") or a in (*MULTIRUN_FLAGS, *CFG_FLAGS, *folder_flags) or a.startswith("--config-dir="):
-            continue
-        if i and argv[i - 1] in folder_flags:  # the folder itself
-            continue
-        raise ConfigError("option", a, f"unknown option; sweeper takes {OPTIONS} and key=value overrides (see --help)")
+    for a in split_argv(argv)[0]:  # --config-dir and its folder taken out by the parser that reads them
+        if a.startswith("-") and a not in (*MULTIRUN_FLAGS, *CFG_FLAGS):
+            raise ConfigError("option", a, f"unknown option; sweeper takes {OPTIONS} and key=value overrides (see --help)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ raising a one-line ``ConfigError`` (field, value, what is allowed) before anythi
 
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import math
@@ -219,6 +220,12 @@ def compose_config(overrides: list[str], layers: list[Path] | None = None) -> Di
         GlobalHydra.instance().clear()
 
 
+_MAPPING_SHAPES = {  # what a mapping-typed key holds, and how to add an entry from the command line
+    "sweep.references": "name: [overrides]; add one with \"+sweep.references.p02=['regularizer.p=0.2']\"",
+    "sweep.params": "key: search expression; add one with sweep.params.regularizer.p=interval(0.05,0.6)",
+}
+
+
 def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> ConfigError:
     """Turn a Hydra composition error into one line naming the field and value (and the YAML file it came from)."""
     cause = exc.__cause__
@@ -233,8 +240,8 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
     first = lines[0] if text else type(exc).__name__
     if first.endswith("raised while composing config:") and len(lines) > 1:  # the reason is on the next line
         first = f"{first} {lines[1].strip()}"
-    if "Cannot merge DictConfig with ListConfig" in first and key_match and key_match.group(1) == "sweep.references":
-        first = "must be a mapping of name: [overrides]; add one with \"+sweep.references.p02=['regularizer.p=0.2']\""
+    if "Cannot merge DictConfig with ListConfig" in first and key_match:  # a list given for a mapping-typed key
+        first = f"must be a mapping of {_MAPPING_SHAPES.get(key_match.group(1), 'key: value, not a list')}"
     if key_match:
         key = key_match.group(1)
         named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
@@ -683,7 +690,7 @@ def validate_sweep(cfg: DictConfig) -> dict:
     if sw.techniques is not None:
         if not sw.techniques:
             raise ConfigError("sweep.techniques", [], "needs at least one technique")
-        twice = sorted({t for t in sw.techniques if list(sw.techniques).count(t) > 1})
+        twice = sorted(t for t, n in collections.Counter(sw.techniques).items() if n > 1)
         if twice:
             raise ConfigError(
                 "sweep.techniques",

@@ -112,7 +112,7 @@ def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
     try:
         parts = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
-    except (RuntimeError, OSError) as exc:  # torchvision: RuntimeError when a file is missing or every mirror failed
+    except RuntimeError as exc:  # torchvision's, when a file is missing or every mirror failed
         if cfg.download:
             raise _download_failed(cfg, exc) from None
         raise _missing(cfg, str(Path(cfg.root) / cls.__name__ / "raw")) from None

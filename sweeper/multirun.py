@@ -66,7 +66,7 @@ def _values_text(override, written: str) -> tuple[str, int | None]:
 
     value = override.value()
     if isinstance(value, ChoiceSweep):  # a,b,c (simple form) or choice(a,b,c): the same grammar either way
-        seen: list[str] = []
+        seen: set[str] = set()
         for v in value.list:
             if repr(v) in seen:  # the grid would train the same model twice: for seeds, a CI of fake precision
                 why = (
@@ -75,7 +75,7 @@ def _values_text(override, written: str) -> tuple[str, int | None]:
                     else "a grid point twice trains the same model twice"
                 )
                 raise ConfigError(override.key_or_group, written, f"lists {v} more than once ({why}); list each value once")
-            seen.append(repr(v))
+            seen.add(repr(v))
         return (f"choice({written})" if value.simple_form else written), len(value.list)
     if isinstance(value, RangeSweep):
         try:

@@ -54,6 +54,7 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         and "test_acc" in r.data.metrics
     ]
     tags = parent.data.tags
+    classes, test_rows = _dataset_size(reps)
     data = StudyData(
         experiment,
         parent,
@@ -68,8 +69,9 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         claim=tags.get("claim", ""),
         claim_reference=tags.get("claim_reference", ""),
         log_params=json.loads(tags.get("log_params", "[]")),
+        classes=classes,
+        test_rows=test_rows,
     )
-    data.classes, data.test_rows = _dataset_size(reps)
     for r in runs:
         if (
             r.data.tags.get("role") == "cost"
