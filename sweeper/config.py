@@ -90,7 +90,7 @@ class TrainerConfig:
 class TrackingConfig:
     mode: str = "local"
     uri: Optional[str] = None  # null: sqlite:///mlruns/mlflow.db (or $MLFLOW_TRACKING_URI)
-    experiment: str = "sweeper"
+    experiment: Optional[str] = None  # one run's experiment; null: $MLFLOW_EXPERIMENT_NAME, else "sweeper"
     storage: Optional[str] = None  # Optuna storage; null: sqlite:///mlruns/optuna.db
     artifact_root: Optional[str] = None  # local mode: mlruns/artifacts
     system_metrics_interval: float = 10  # seconds between system-metric samples on a sweep's parent run (0: off)
@@ -490,7 +490,7 @@ def validate(cfg: DictConfig) -> None:
             _positive_int(cfg.workers, "workers")
         except ConfigError:
             raise ConfigError("workers", cfg.workers, "must be an integer > 0 or auto (one worker per GPU)") from None
-    check_name("tracking.experiment", cfg.tracking.experiment)
+    stores.experiment_name(cfg)  # names the variable when the bad name came from $MLFLOW_EXPERIMENT_NAME
     smi = cfg.tracking.system_metrics_interval
     if isinstance(smi, bool) or not isinstance(smi, (int, float)) or not (smi == 0 or 0.5 <= smi < math.inf):
         raise ConfigError("tracking.system_metrics_interval", smi, "must be 0 (off) or a number of seconds >= 0.5")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from .masking import mask
-from .stores import check_tracking, tracking_uri
+from .stores import check_tracking, experiment_name, tracking_uri
 from .tracking import Tracker
 from .trial import prepare, run_trial
 
@@ -27,7 +27,8 @@ SUMMARY_KEYS = (
 def run_single(cfg: DictConfig) -> int:
     prepared = prepare(cfg)  # all bad input surfaces here, before a run exists
     check_tracking(cfg)
-    tracker = Tracker(tracking_uri(cfg), cfg.tracking.experiment, cfg.tracking.artifact_root)
+    experiment = experiment_name(cfg)
+    tracker = Tracker(tracking_uri(cfg), experiment, cfg.tracking.artifact_root)
     result = run_trial(cfg, tracker, prepared=prepared, tags={"role": "single"})
     print(
         f"run {result.run_id} [{prepared.technique}] on {cfg.data.name}/{cfg.model.name}: {result.status}"
@@ -37,5 +38,5 @@ def run_single(cfg: DictConfig) -> int:
         if k in result.metrics:
             v = result.metrics[k]
             print(f"  {k:<20} {v:.4f}" if isinstance(v, float) and not float(v).is_integer() else f"  {k:<20} {v:g}")
-    print(f"  tracking: {mask(tracker.uri)}  experiment: {cfg.tracking.experiment}")
+    print(f"  tracking: {mask(tracker.uri)}  experiment: {experiment}")
     return 0 if result.status == "completed" else 1

@@ -20,10 +20,12 @@ from omegaconf import DictConfig
 
 from .errors import ConfigError, TrackingUnavailable
 from .masking import mask
+from .names import check_name
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
 STORAGE_ENV = "SWEEPER_OPTUNA_STORAGE"
 DEFAULT_TRACKING = "sqlite:///mlruns/mlflow.db"
+DEFAULT_EXPERIMENT = "sweeper"  # one run's experiment when neither tracking.experiment nor $MLFLOW_EXPERIMENT_NAME names one
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 
 
@@ -64,6 +66,16 @@ def tracking_uri(cfg: DictConfig) -> str:
     if cfg.tracking.mode == "server":
         return _required_env("MLFLOW_TRACKING_URI", "tracking.uri")
     return absolute_sqlite(os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING)
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """One run's experiment, as MLflow's convention has it: explicit config wins, then $MLFLOW_EXPERIMENT_NAME,
+    then ``sweeper``; checked as a name (it becomes a folder under the artifact root). A sweep's experiment
+    is its study name instead (one experiment per study)."""
+    if cfg.tracking.experiment is not None:
+        return check_name("tracking.experiment", cfg.tracking.experiment)
+    env = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    return check_name("MLFLOW_EXPERIMENT_NAME", env) if env else DEFAULT_EXPERIMENT
 
 
 def check_shared_stores(cfg: DictConfig) -> None:

@@ -110,6 +110,23 @@ def test_nan_loss_ends_run_failed_with_reason(tmp_path, monkeypatch, capsys, mlf
     assert "non-finite" in run.data.tags["failure_reason"] and run.data.tags["state"] == "failed"
 
 
+def test_one_run_takes_its_experiment_from_mlflow_experiment_name_unless_the_config_names_one(tmp_path, monkeypatch, capsys, mlflow_uri):
+    """MLflow's convention: $MLFLOW_EXPERIMENT_NAME picks the experiment when the code names none (it was ignored)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "from_env")
+    assert main(tiny("trainer.max_epochs=1")) == 0
+    assert main(tiny("trainer.max_epochs=1", "tracking.experiment=from_cli")) == 0
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    assert main(tiny("trainer.max_epochs=1")) == 0
+    assert "experiment: sweeper" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    counts = {e.name: len(client.search_runs([e.experiment_id])) for e in client.search_experiments()}
+    assert counts == {"Default": 0, "from_env": 1, "from_cli": 1, "sweeper": 1}
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "../escape")  # a bad name from the variable names the variable
+    assert main(tiny()) == 2
+    assert capsys.readouterr().err.startswith("error: MLFLOW_EXPERIMENT_NAME: '../escape' is invalid; use letters")
+
+
 @pytest.mark.parametrize("flags", [["--cfg"], ["--cfg", "job"], ["-c", "all"], ["+sweep=dropout", "--cfg", "job"]])
 def test_cfg_prints_the_resolved_config_as_hydra_apps_do(tmp_path, monkeypatch, capsys, flags):
     """Hydra apps take ``--cfg job`` (``-c``, ``all``): the same resolved config here, nothing run or written."""

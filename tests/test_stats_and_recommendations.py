@@ -126,7 +126,7 @@ def test_nothing_significant_states_what_the_seeds_could_detect():
     recs = dict(recommend(rows))
     text = recs["best accuracy"]
     assert text.startswith("No technique beats the baseline beyond noise (Holm over 2 comparisons)")
-    assert "the closest, dropout" in text and "only differences of 1.20 points or more" in text
+    assert "the closest searched technique, dropout" in text and "only differences of 1.20 points or more" in text
     assert "about 37 seeds would detect the observed +0.50 points" in text and "Keep the baseline" in text
     assert accuracy_choice(rows) == "none"
 

@@ -130,7 +130,7 @@ def _best_accuracy(rows: list[Row], techs: list[Row], base: Row, choice: str | N
     power = power_text(top)
     return (
         f"No technique beats the baseline beyond noise (Holm over {len(techs) + sum(r.key.startswith('ref:') for r in rows)} "
-        f"comparisons): the closest, {top.key}, is {_versus(top)}"
+        f"comparisons): the closest searched technique, {top.key}, is {_versus(top)}"
         + (f"; {power}" if power else "")
         + f". Keep the baseline ({_acc(base)}) unless another priority decides."
     )
