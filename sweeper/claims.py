@@ -86,6 +86,8 @@ def run_slots(
             if popped is not None:
                 break
         if popped is None:
+            if any([optuna_compat.fail_unbeaten_trials(s, storage) for s in studies]):
+                continue  # slots that never beat: failed, their retries wait
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
                 return ran
             time.sleep(_poll_seconds(storage))
@@ -127,6 +129,8 @@ def run_slot_batches(
                 requeue(study, trial, max_retry, f"interrupted ({runtime.interrupted_by()}); re-queued for the next run")
             raise
         if not batch:
+            if any([optuna_compat.fail_unbeaten_trials(s, storage) for s in studies]):
+                continue  # slots that never beat: failed, their retries wait
             if not any(t.state == TrialState.RUNNING for s in studies for t in s.get_trials(deepcopy=False)):
                 return ran
             time.sleep(_poll_seconds(storage))

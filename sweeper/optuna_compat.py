@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Container, Iterable
+from datetime import datetime
 from typing import Any, cast
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
+from optuna.storages._rdb import models as _rdb_models
 from optuna.study import study as _study_module
 from optuna.trial import FrozenTrial, TrialState
 
@@ -37,6 +40,12 @@ _PRIVATE: tuple[tuple[str, str, str], ...] = (
         "let samplers call study.stop() inside our worker loop, as inside Study.optimize",
     ),
     (
+        "optuna.storages._rdb.models",
+        "TrialHeartbeatModel",
+        "find RUNNING trials that never recorded a heartbeat (fail_unbeaten_trials): the storage's public API "
+        "reads heartbeats only inside its stale check, which skips such trials",
+    ),
+    (
         "optuna.Study",
         "_storage",
         "give the pruners of one population epoch one snapshot of the study's trials (prune_many): Study has no "
@@ -45,6 +54,7 @@ _PRIVATE: tuple[tuple[str, str, str], ...] = (
 )
 _OWNERS = {
     "optuna.Study": optuna.Study,
+    "optuna.storages._rdb.models": _rdb_models,
     "optuna.study.study._ThreadLocalStudyAttribute": getattr(_study_module, "_ThreadLocalStudyAttribute", None),
 }
 
@@ -81,6 +91,45 @@ def pop_waiting_trial(study: optuna.Study, storage: Any = None) -> tuple[optuna.
     if storage is not None:
         storage.record_heartbeat(trial_id)
     return optuna.Trial(study, trial_id), trial_id
+
+
+def fail_unbeaten_trials(study: optuna.Study, storage: Any) -> list[int]:
+    """Fail the study's RUNNING trials that never recorded a heartbeat and started more than the storage's grace
+    period ago, and hand each to the storage's stale-trial callback (sweeper's retries it and closes its runs), as
+    ``fail_stale_trials`` does for a trial whose heartbeat stopped. Optuna's stale check skips a trial without any
+    heartbeat for ever, so a trial started outside sweeper (``optuna ask``, a notebook's ``study.optimize`` without
+    heartbeats) kept every waiting worker waiting for ever. Returns the failed trials' ids (none without a
+    heartbeat storage)."""
+    if storage is None or storage.get_heartbeat_interval() is None:
+        return []
+    grace = storage.grace_period or 2 * (storage.get_heartbeat_interval() or 5)
+    now = datetime.now()  # datetime_start is the starting process's naive local datetime.now(), as here
+    old = {
+        t._trial_id: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.datetime_start is not None and (now - t.datetime_start).total_seconds() > grace
+    }
+    if not old:
+        return []
+    session = storage.scoped_session()
+    try:
+        model = _rdb_models.TrialHeartbeatModel
+        beaten = {tid for (tid,) in session.query(model.trial_id).filter(model.trial_id.in_(list(old)))}
+    finally:
+        storage.scoped_session.remove()
+    failed = []
+    for trial_id in sorted(set(old) - beaten):
+        try:
+            storage.set_trial_user_attr(trial_id, "fail_reason", f"RUNNING for over {grace:g} s without ever sending a heartbeat")
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except UpdateFinishedTrialError:  # its own process finished it meanwhile
+            pass
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial_id in failed:
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))
+    return failed
 
 
 def allow_sampler_stop(study: optuna.Study) -> None:

@@ -70,6 +70,8 @@ class PopulationWorker(Worker):
             while True:
                 self._refill()
                 if not self.members():
+                    if optuna_compat.fail_unbeaten_trials(self.study, self.ctx.storage):
+                        continue  # trials that never beat (optuna ask, a dead pop): failed, their retries wait
                     running = [t for t in slots(self.study.get_trials(deepcopy=False)) if t.state == TrialState.RUNNING]
                     if not running:
                         return

@@ -16,21 +16,36 @@ from .study import counts, slots
 
 
 class Progress:
-    """Polls the study's storage once a second (covers every worker process) and draws one bar."""
+    """Polls the study's storage once a second (covers every worker process) and draws one bar on a terminal. When
+    stderr is not a terminal (a Slurm or `docker compose logs` file, a pipe) it writes one plain line each time a
+    trial finishes instead: a redrawn bar there is a line of carriage returns every second, for hours."""
 
     def __init__(self, study: optuna.Study, total: int, interval: float = 1.0):
         self.study, self.total, self.interval = study, total, interval
         self.stop = threading.Event()
-        self.bar = tqdm(total=total, desc=f"study {study.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.bar = None
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=total, desc=f"study {study.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True, leave=True)
+        self.last_line: tuple[int, str] | None = None
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def refresh(self) -> None:
         trials = self.study.get_trials(deepcopy=False)
         c = counts(trials)
         done = c["complete"] + c["pruned"] + c["fail"]
-        self.bar.total = max(self.total, len(slots(trials)))
-        self.bar.n = done
+        total = max(self.total, len(slots(trials)))
         best = _best_text(self.study, trials)
+        if self.bar is None:
+            if self.last_line != (done, best):
+                self.last_line = (done, best)
+                print(
+                    f"study {self.study.study_name}: {done}/{total} finished, pruned={c['pruned']} failed={c['fail']} "
+                    f"running={c['running']} best={best}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return
+        self.bar.total, self.bar.n = total, done
         self.bar.set_postfix_str(f"pruned={c['pruned']} failed={c['fail']} running={c['running']} best={best}", refresh=False)
         self.bar.refresh()
 
@@ -52,7 +67,8 @@ class Progress:
         try:
             self.refresh()
         finally:
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()
 
 
 def _best_text(study: optuna.Study, trials: list[FrozenTrial]) -> str:

@@ -238,6 +238,8 @@ class Worker:
             fail_stale_trials(self.study)
             popped = pop_slot(self.study, self.ctx.storage, int(self.cfg.sweep.max_retry))
             if popped is None:
+                if optuna_compat.fail_unbeaten_trials(self.study, self.ctx.storage):
+                    continue  # trials that never beat (optuna ask, a dead pop): failed, their retries wait
                 running = [t for t in slots(self.study.get_trials(deepcopy=False)) if t.state == TrialState.RUNNING]
                 if not running:
                     return

@@ -649,3 +649,25 @@ def test_workers_starting_together_on_a_new_store_do_not_race_its_creation(tmp_p
     assert not any("Traceback" in o for o in outs)
     study = load_study(tmp_path / "mlruns" / "optuna.db", "dropout")
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 4
+
+
+@pytest.mark.slow
+def test_a_trial_started_outside_sweeper_does_not_keep_the_sweep_waiting_for_ever(sweep_dir):
+    """`optuna ask` on a sweeper study leaves a RUNNING trial that never sends a heartbeat; Optuna's stale check
+    skips such trials, so the re-run waited for it for ever. Now it is failed after sweep.grace_period and its
+    retry (the same params) is trained, the study ends with no RUNNING trial and every slot 1:1 with a run."""
+    import optuna
+
+    args = sweep_args("dropout", "sweep.n_trials=3", "sweep.replicates=0")
+    assert main(args) == 0
+    storage = str(sweep_dir / "mlruns" / "optuna.db")
+    foreign = load_study(storage, "dropout").ask({"regularizer.p": optuna.distributions.FloatDistribution(0.05, 0.6)})
+    time.sleep(5)  # past grace_period=4
+    proc = run_cli(args, cwd=sweep_dir, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = load_study(storage, "dropout").get_trials()
+    assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert trials[foreign.number].state.name == "FAIL"
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == foreign.number]
+    assert retry.state.name == "COMPLETE" and retry.params == foreign.params
+    check_links(load_study(storage, "dropout"), f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 4)

@@ -108,3 +108,30 @@ def test_check_looks_up_the_storage_attribute_on_the_study():
     del study._storage
     with pytest.raises(RuntimeError, match=r"optuna\.Study\._storage is gone"):
         optuna_compat.check(study)
+
+
+def test_a_running_trial_that_never_beat_is_failed_and_retried_after_the_grace_period(tmp_path):
+    """Optuna's stale check skips a RUNNING trial without any heartbeat for ever (``optuna ask``, a notebook's
+    ``optimize`` without heartbeats): a sweep waiting for it never ended. Only such trials older than the grace
+    period are failed; a trial that beats, and one that has only just started, are left alone."""
+    import time
+
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    callback = RetryHeartbeatStaleTrialCallback(3)
+    storage = RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=1, grace_period=1, heartbeat_stale_trial_callback=callback)
+    study = optuna.create_study(storage=storage)
+    foreign = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # what `optuna ask` leaves
+    study.enqueue_trial({})
+    beating, _ = optuna_compat.pop_waiting_trial(study, storage)
+    time.sleep(1.5)
+    storage.record_heartbeat(beating._trial_id)  # alive
+    fresh = study.ask()  # no heartbeat yet, but within the grace period
+    assert optuna_compat.fail_unbeaten_trials(study, storage) == [foreign._trial_id]
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    assert trials[foreign.number].state == TrialState.FAIL
+    assert "without ever sending a heartbeat" in trials[foreign.number].user_attrs["fail_reason"]
+    assert trials[beating.number].state == trials[fresh.number].state == TrialState.RUNNING
+    (retry,) = [t for t in trials.values() if t.system_attrs.get("failed_trial") == foreign.number]
+    assert retry.state == TrialState.WAITING and retry.params == trials[foreign.number].params
+    assert optuna_compat.fail_unbeaten_trials(study, None) == []  # no heartbeat storage: nothing to judge by

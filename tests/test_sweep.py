@@ -26,6 +26,11 @@ def test_four_trial_sweep_subprocess_states_and_mlflow_links(sweep_dir):
     assert proc.returncode == 0, proc.stderr
     assert "study dropout: 4 completed" in proc.stdout and "baseline" in proc.stdout
     assert "sweep.population=auto: 8 trial(s) at once per worker on cpu" in proc.stdout  # the default trains populations
+    # stderr is a pipe (a log file): plain progress lines, one per change of the finished count, never a redrawn bar
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("study dropout: ")]
+    assert "\r" not in proc.stderr and "trial/s" not in proc.stderr
+    assert progress[0].startswith("study dropout: 0/4 finished") and progress[-1].startswith("study dropout: 4/4 finished")
+    assert len(progress) <= 5 and "best=" in progress[-1]
     # the libraries' INFO logs (MLflow's system-metrics monitor, Lightning's banner) stay out of the terminal
     assert not [line for line in (proc.stdout + proc.stderr).splitlines() if " INFO " in line or "GPU available" in line]
     study = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout")
