@@ -203,6 +203,7 @@ def open_study(
                 f"different {what}; start a new one with sweep.study_name={name}_v2 (or delete the old study)",
             )
         _check_same_settings(existing, cfg, space, url)
+        _check_parent_run(existing, tracker)
         study = existing
     else:
         try:
@@ -215,6 +216,24 @@ def open_study(
     parent = _ensure_setup(study, cfg, space, tracker, url, storage)
     _close_orphan_runs(study, tracker)
     return study, parent
+
+
+def _check_parent_run(study: optuna.Study, tracker: Tracker) -> None:
+    """A study whose MLflow parent run was deleted (the UI's Delete, ``mlflow runs delete``) cannot be resumed: every
+    write to the run fails (MLflow: "must be in the 'active' state"), which was a traceback mid-setup."""
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    stage = tracker.run_lifecycle(parent) if parent else "active"
+    if stage == "active":
+        return
+    name = study.study_name
+    uri = mask(tracker.uri)
+    undo = f"restore it with `MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {parent}` and re-run, or"
+    raise ConfigError(
+        "sweep.study_name",
+        name,
+        f"the study's MLflow parent run {parent} was {'deleted' if stage == 'deleted' else 'deleted and purged'} in {uri}; "
+        f"{undo if stage == 'deleted' else 'it cannot be restored:'} start a new study with sweep.study_name={name}_v2",
+    )
 
 
 def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:

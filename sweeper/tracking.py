@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from .cache import cache_dir
-from .errors import TrackingUnavailable, write_failure
+from .errors import ConfigError, TrackingUnavailable, write_failure
 from .masking import mask
 from .stores import artifacts_beside, ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
 
@@ -151,6 +151,16 @@ class Tracker:
     @_guard
     def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:
         exp = self.client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            eid = exp.experiment_id
+            raise ConfigError(
+                "experiment",
+                name,
+                f"this MLflow experiment (id {eid}) was deleted (in the UI or with `mlflow experiments delete`) and nothing "
+                f"can be logged to it while it is in the trash; restore it with `MLFLOW_TRACKING_URI={mask(uri)} mlflow experiments "
+                f"restore --experiment-id {eid}`, or use another name (a sweep: sweep.study_name={name}_v2; one run: "
+                "tracking.experiment=...)",
+            )
         if exp is not None:
             return exp.experiment_id
         location = None
@@ -318,8 +328,27 @@ class Tracker:
         return self.client.get_run(run_id)
 
     @_guard
+    def run_lifecycle(self, run_id: str) -> str:
+        """``active``, ``deleted`` (in the trash: nothing can be logged to it) or ``purged`` (gone: ``mlflow gc``)."""
+        try:
+            return str(self.client.get_run(run_id).info.lifecycle_stage)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return "purged"
+            raise
+
+    @_guard
     def search_runs(self, filter_string: str = "", max_results: int = 10000) -> list:
         return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=max_results)
+
+    @_guard
+    def deleted_children(self, parent: str) -> list:
+        """The parent run's child runs that are in MLflow's trash (deleted in the UI or with ``mlflow runs delete``):
+        searches leave them out, so a report would silently lose them."""
+        from mlflow.entities import ViewType
+
+        flt = f"tags.mlflow.parentRunId = '{parent}'"
+        return self.client.search_runs([self.experiment_id], filter_string=flt, run_view_type=ViewType.DELETED_ONLY, max_results=10000)
 
     @_guard
     def download_artifact(self, run_id: str, path: str, dst: str | Path) -> Path | None:

@@ -671,3 +671,48 @@ def test_a_trial_started_outside_sweeper_does_not_keep_the_sweep_waiting_for_eve
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == foreign.number]
     assert retry.state.name == "COMPLETE" and retry.params == foreign.params
     check_links(load_study(storage, "dropout"), f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}", 4)
+
+
+@pytest.mark.slow
+def test_runs_deleted_in_the_mlflow_ui_are_refused_or_reported_never_a_traceback(sweep_dir, capsys):
+    """The UI's Delete moves an experiment or run to MLflow's trash, where nothing can be logged to it: re-running
+    the sweep ended in MLflow's "must be in the 'active' state" traceback mid-setup. Now a deleted experiment or
+    parent run is one line (exit 2, nothing written, the restore command named), and a deleted replicate run is a
+    warning at the top of the report (it is a seed missing from its comparison), not a silent change of verdict."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeper.report.cli import main as report_main
+
+    args = sweep_args("dropout", "sweep.n_trials=3", "sweep.replicates=2", "sweep.timing_repeats=0")
+    assert main(args) == 0
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    client, storage = MlflowClient(tracking_uri=uri), sweep_dir / "mlruns" / "optuna.db"
+    exp = client.get_experiment_by_name("dropout")
+    parent = load_study(storage, "dropout").user_attrs["mlflow_parent_run_id"]
+    studies_before = len(load_study(storage, "dropout")._storage.get_all_studies())
+    capsys.readouterr()
+
+    client.delete_experiment(exp.experiment_id)
+    assert main([*args, "sweep.n_trials=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: experiment: 'dropout' is invalid; this MLflow experiment")
+    assert f"mlflow experiments restore --experiment-id {exp.experiment_id}" in err and "sweep.study_name=dropout_v2" in err
+    assert report_main(["dropout", "--tracking-uri", uri]) == 2  # was "not found; existing: Default"
+    assert "was deleted and is in the trash; restore it with" in capsys.readouterr().err
+    client.restore_experiment(exp.experiment_id)
+
+    client.delete_run(parent)
+    assert main([*args, "sweep.n_trials=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"the study's MLflow parent run {parent} was deleted" in err
+    assert f"mlflow runs restore --run-id {parent}" in err
+    assert len(load_study(storage, "dropout")._storage.get_all_studies()) == studies_before  # nothing was set up
+    assert len(load_study(storage, "dropout").trials) == 3
+    client.restore_run(parent)
+
+    replicate = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "replicate")
+    client.delete_run(replicate.info.run_id)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"* warning: 1 run(s) of this study are in MLflow's trash (1 replicate: {replicate.info.run_id})" in out
+    assert "mlflow runs restore --run-id <id>" in (sweep_dir / "reports" / "dropout" / "report.md").read_text()

@@ -10,11 +10,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..masking import mask
 from ..names import check_name
 from ..tracking import Tracker
 from .collect import collect
 from .plots import make_plots
-from .recommend import _small_data, accuracy_choice, chance_warning, recommend
+from .recommend import _small_data, accuracy_choice, chance_warning, deleted_warning, recommend
 from .render import render, search_rows, seed_rows
 from .rows import Row, axis_table, build_rows
 
@@ -70,6 +71,9 @@ def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to
     at_chance = chance_warning(rows, data.classes, data.test_rows)
     if at_chance:
         recs = [("warning", at_chance), *recs]
+    deleted = deleted_warning(data.deleted, mask(tracker.uri))
+    if deleted:
+        recs = [("warning", deleted), *recs]
     final = Path(out_root) / experiment
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".report-", dir=final.parent))

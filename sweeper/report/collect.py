@@ -29,6 +29,7 @@ class StudyData:
     log_params: list[str] = field(default_factory=list)  # searched on a log scale: plotted on a log axis
     classes: int | None = None  # of the replicates' dataset (its MLflow dataset input), for the chance level
     test_rows: int | None = None
+    deleted: list = field(default_factory=list)  # the study's child runs in MLflow's trash, left out of everything
 
     @property
     def alpha_per_look(self) -> float:
@@ -71,6 +72,7 @@ def collect(tracker: Tracker, experiment: str) -> StudyData:
         log_params=json.loads(tags.get("log_params", "[]")),
         classes=classes,
         test_rows=test_rows,
+        deleted=tracker.deleted_children(parent.info.run_id),
     )
     for r in runs:
         if (

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 from ..stats import Ratio
@@ -94,6 +95,22 @@ def chance_warning(rows: list[Row], classes: int | None, test_rows: int | None) 
         f"Every replicated configuration is at chance level: the best, {best.key}, has test acc {best.test.mean:.4f}, within "
         f"two standard errors of guessing (1/{classes} = {guess:.4f}, {test_rows} test rows). Nothing was learned, so no "
         f"recommendation below holds and no model is registered; check optim.lr, trainer.max_epochs and the data."
+    )
+
+
+def deleted_warning(deleted: list, uri: str) -> str | None:
+    """Runs of the study that someone deleted in MLflow are invisible to its searches: a deleted replicate silently
+    removes a seed from its comparison (and can turn a verdict). Say so, and how to bring them back."""
+    if not deleted:
+        return None
+    roles = Counter(r.data.tags.get("role", "other") for r in deleted)
+    ids = [r.info.run_id for r in deleted]
+    listed = " ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+    return (
+        f"{len(ids)} run(s) of this study are in MLflow's trash ({', '.join(f'{n} {role}' for role, n in sorted(roles.items()))}: "
+        f"{listed}) and are left out of every number below; a deleted replicate is a seed missing from its comparison. "
+        f"To count them, restore them (`MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id <id>`) and re-run the report "
+        f"(`python -m sweeper.report` or the same sweep command)."
     )
 
 
