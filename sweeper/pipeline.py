@@ -111,7 +111,7 @@ def _run_and_report(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: 
     from .study_summary import record_study
 
     made = record_study(study, cfg, tracker, parent, c)
-    print(f"parent run {parent} in experiment {study.study_name!r}: plots {', '.join(made) or 'none'}")
+    print(f"parent run {parent} in experiment {tracker.experiment_name!r}: plots {', '.join(made) or 'none'}")
     if c["complete"]:
         from .costs import measure_costs
         from .registry import register_recommended

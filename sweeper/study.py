@@ -206,6 +206,7 @@ def open_study(
         _check_parent_run(existing, tracker)
         study = existing
     else:
+        tracker.experiment_id  # noqa: B018 (created now, before the study: a store that cannot be written leaves no study)
         try:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
             study.set_user_attr("sweeper_signature", sig)
@@ -219,11 +220,19 @@ def open_study(
 
 
 def _check_parent_run(study: optuna.Study, tracker: Tracker) -> None:
-    """A study whose MLflow parent run was deleted (the UI's Delete, ``mlflow runs delete``) cannot be resumed: every
-    write to the run fails (MLflow: "must be in the 'active' state"), which was a traceback mid-setup."""
+    """Find the study's MLflow parent run: the tracker follows it into its experiment, whatever that is called now
+    (renamed in the UI, the study's name found no experiment, and a new empty one got the study's later runs while
+    the report, reading the new one, found no parent run). A study whose parent run was deleted (the UI's Delete,
+    ``mlflow runs delete``) cannot be resumed: every write to the run fails (MLflow: "must be in the 'active'
+    state"), which was a traceback mid-setup."""
     parent = study.user_attrs.get("mlflow_parent_run_id")
     stage = tracker.run_lifecycle(parent) if parent else "active"
     if stage == "active":
+        if parent:
+            home = tracker.get_run(parent).info.experiment_id
+            if home != tracker.known_experiment_id:
+                tracker.follow(home)
+                print(f"note: study {study.study_name}'s MLflow experiment is now named {tracker.experiment_name!r}; its runs go there")
         return
     name = study.study_name
     uri = mask(tracker.uri)

@@ -135,11 +135,11 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
         ensure_sqlite_dir(uri)
-        self.uri = uri
+        self.uri, self.experiment_name, self._artifact_root = uri, experiment, artifact_root
         with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
             _seed_new_sqlite_store(uri)
             self.client = self._client(uri)
-            self.experiment_id = self._experiment(experiment, artifact_root, uri)
+            self._experiment_id = self._find_experiment(experiment)
             use_wal(uri)
 
     @_guard
@@ -148,33 +148,59 @@ class Tracker:
         cannot be written fails here, named as the MLflow store."""
         return MlflowClient(tracking_uri=uri)
 
+    @property
+    def experiment_id(self) -> str:
+        """Created on first use, so that a study found elsewhere (``follow``) leaves no empty experiment behind."""
+        if self._experiment_id is None:
+            self._experiment_id = self._create_experiment(self.experiment_name)
+        return self._experiment_id
+
+    @property
+    def known_experiment_id(self) -> str | None:
+        """The experiment's id if it exists yet (found by name, created, or followed), without creating it."""
+        return self._experiment_id
+
     @_guard
-    def _experiment(self, name: str, artifact_root: str | None, uri: str) -> str:
+    def follow(self, experiment_id: str) -> None:
+        """Use this experiment (a study's parent run lives there) whatever its name now: renamed in the UI, the
+        name no longer finds it."""
+        exp = self.client.get_experiment(experiment_id)
+        self._refuse_deleted(exp.name, exp)
+        self._experiment_id, self.experiment_name = experiment_id, exp.name
+
+    def _refuse_deleted(self, name: str, exp: Any) -> None:
+        if exp is None or exp.lifecycle_stage != "deleted":
+            return
+        eid = exp.experiment_id
+        raise ConfigError(
+            "experiment",
+            name,
+            f"this MLflow experiment (id {eid}) was deleted (in the UI or with `mlflow experiments delete`) and nothing "
+            f"can be logged to it while it is in the trash; restore it with `MLFLOW_TRACKING_URI={mask(self.uri)} mlflow "
+            f"experiments restore --experiment-id {eid}`, or use another name (a sweep: sweep.study_name={name}_v2; one "
+            "run: tracking.experiment=...)",
+        )
+
+    @_guard
+    def _find_experiment(self, name: str) -> str | None:
         exp = self.client.get_experiment_by_name(name)
-        if exp is not None and exp.lifecycle_stage == "deleted":
-            eid = exp.experiment_id
-            raise ConfigError(
-                "experiment",
-                name,
-                f"this MLflow experiment (id {eid}) was deleted (in the UI or with `mlflow experiments delete`) and nothing "
-                f"can be logged to it while it is in the trash; restore it with `MLFLOW_TRACKING_URI={mask(uri)} mlflow experiments "
-                f"restore --experiment-id {eid}`, or use another name (a sweep: sweep.study_name={name}_v2; one run: "
-                "tracking.experiment=...)",
-            )
-        if exp is not None:
-            return exp.experiment_id
+        self._refuse_deleted(name, exp)
+        return None if exp is None else str(exp.experiment_id)
+
+    @_guard
+    def _create_experiment(self, name: str) -> str:
         location = None
-        if artifact_root:
-            location = artifact_root
-        elif uri.startswith("sqlite:///"):  # artifacts beside the database file
-            location = artifacts_beside(uri).resolve().as_uri()
+        if self._artifact_root:
+            location = self._artifact_root
+        elif self.uri.startswith("sqlite:///"):  # artifacts beside the database file
+            location = artifacts_beside(self.uri).resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location and f"{location}/{name}")
         except MlflowException:  # another worker created it first
             exp = self.client.get_experiment_by_name(name)
             if exp is None:
                 raise
-            return exp.experiment_id
+            return str(exp.experiment_id)
 
     # --- runs -------------------------------------------------------------------------------
     @_guard

@@ -716,3 +716,29 @@ def test_runs_deleted_in_the_mlflow_ui_are_refused_or_reported_never_a_traceback
     out = capsys.readouterr().out
     assert f"* warning: 1 run(s) of this study are in MLflow's trash (1 replicate: {replicate.info.run_id})" in out
     assert "mlflow runs restore --run-id <id>" in (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_follows_its_experiment_renamed_in_the_mlflow_ui(sweep_dir, capsys):
+    """Renamed in the UI, the study's name found no experiment: the re-run made a new empty one, put its new trial
+    runs there (their parent in the old one) and the report failed ("has no study (parent) run"). The study now
+    follows its parent run into the renamed experiment, and no other experiment is made."""
+    from mlflow.tracking import MlflowClient
+
+    args = sweep_args("dropout", "sweep.n_trials=2", "sweep.replicates=0")
+    assert main(args) == 0
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("dropout")
+    client.rename_experiment(exp.experiment_id, "dropout_nice")
+    capsys.readouterr()
+    assert main([*args[:-1], "sweep.n_trials=3", "sweep.replicates=2", "sweep.timing_repeats=0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: study dropout's MLflow experiment is now named 'dropout_nice'; its runs go there" in out
+    assert "in experiment 'dropout_nice'" in out and "* best accuracy:" in out
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "dropout_nice"]
+    runs = client.search_runs([exp.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert len(trials) == 3 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    assert sum(r.data.tags.get("role") == "replicate" for r in runs) == 6

@@ -62,7 +62,7 @@ def test_a_broken_cached_schema_is_rebuilt_and_the_store_still_opens(tmp_path, c
     cache.parent.mkdir(parents=True)
     cache.write_bytes(b"\x00not a database\xff" * 40)
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "e")
-    assert tracker.client.get_experiment_by_name("e") is not None
+    assert tracker.experiment_id == tracker.client.get_experiment_by_name("e").experiment_id  # made on first use
     with sqlite3.connect(cache) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchall()
 
