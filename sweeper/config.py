@@ -196,6 +196,8 @@ def _check_group_choices(overrides: list[str], layers: list[Path]) -> None:
         key, sep, value = ov.lstrip("+~").partition("=")
         if not sep or key not in GROUPS:
             continue
+        if key == "sweep" and not value.strip():  # `+sweep=`: Hydra said "Could not find 'sweep/'"
+            raise ConfigError(key, value, f"names no sweep; available: {', '.join(available(key, layers))}")
         names = value.strip("[]").split(",") if value.startswith("[") else [value]
         for name in (n.strip() for n in names):
             if name and name not in available(key, layers):
@@ -235,6 +237,13 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
         group, option, line = where.groups()
         problem = text.splitlines()[0]
         return ConfigError(group, option, f"{conf_layers.origin(group, option, layers)} is not valid YAML: {problem} (line {line})")
+    named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the keys the overrides name
+    if "Unexpected type for root: NoneType" in text and "sweep" not in named:  # sweep.* with no sweep chosen
+        swept = next((k for k in named if k.startswith("sweep.")), None)
+        if swept is not None:
+            given = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == swept and "=" in o), None)
+            sweeps = ", ".join(available("sweep", layers))
+            return ConfigError(swept, given, f"a sweep setting, but no sweep was chosen: add +sweep=NAME (available: {sweeps})")
     key_match = re.search(r"full_key: (\S+)", text)
     lines = text.splitlines()
     first = lines[0] if text else type(exc).__name__
@@ -243,8 +252,7 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
     if "Cannot merge DictConfig with ListConfig" in first and key_match:  # a list given for a mapping-typed key
         first = f"must be a mapping of {_MAPPING_SHAPES.get(key_match.group(1), 'key: value, not a list')}"
     if key_match:
-        key = key_match.group(1)
-        named = [o.lstrip("+~").split("=")[0] for o in overrides]  # the override that names the key, or one below it
+        key = key_match.group(1)  # the override that names the key, or one below it:
         field_name = next((n for n in named if n == key), None) or next((n for n in named if n.startswith(key + ".")), key)
         value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == field_name and "=" in o), None)
         if "not in" in text:
