@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping as _LightningEarlyStopping
 from mlflow.entities import Metric
 
-from .errors import ABANDONED, StoreUnavailable, TrialAbandoned
+from .errors import StoreUnavailable, TrialAbandoned
 
 if TYPE_CHECKING:
     import optuna
@@ -137,7 +137,7 @@ class OwnershipCheck(pl.Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.heartbeat.lost.is_set():
-            raise TrialAbandoned(ABANDONED)
+            raise TrialAbandoned(self.heartbeat.lost_reason())
 
 
 class ReportOnly(pl.Callback):

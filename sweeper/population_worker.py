@@ -201,7 +201,6 @@ class PopulationWorker(Worker):
 
     def _leave(self, pop: Population, m: Member) -> None:
         """Tell the member's trial and close its run, exactly as the one-model path would."""
-        from .errors import ABANDONED
         from .trial import TrialResult, close_run, final_metrics
 
         slot: Slot = m.handle
@@ -211,7 +210,7 @@ class PopulationWorker(Worker):
         status = {"stopped": "completed"}.get(m.status, m.status)
         metrics: dict[str, float] = {"epochs_trained": epochs}
         if status == "completed" and not slot.heartbeat.owned():
-            status, m.reason = "abandoned", ABANDONED
+            status, m.reason = "abandoned", slot.heartbeat.lost_reason()
         if status == "completed":
             model = pop.model_of(m)
             metrics = final_metrics(
@@ -219,12 +218,12 @@ class PopulationWorker(Worker):
             )
             metrics["population_size"] = float(len(pop.members) + 1)
         if status == "abandoned":
-            m.reason = m.reason or ABANDONED
+            m.reason = m.reason or slot.heartbeat.lost_reason()
         mlflow_status = "FINISHED" if status in ("completed", "pruned") else "FAILED"
         assert slot.run_id is not None
         close_run(self.tracker, slot.run_id, status, mlflow_status, m.reason, metrics, epochs, series)
         if status == "abandoned":
-            self._abandoned(slot.trial)
+            self._abandoned(slot.trial, slot.trial_id)
             return
         self._tell(slot.trial, TrialResult(status, metrics, m.history, m.reason, slot.run_id))
 

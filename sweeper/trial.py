@@ -247,10 +247,11 @@ def run_trial(
     before_end: Callable[[str, torch.nn.Module, Splits], None] | None = None,
     still_owned: Callable[[], bool] | None = None,
     resume_from: str | None = None,
+    lost_reason: Callable[[], str] | None = None,
 ) -> TrialResult:
     """Train one model; returns completed/pruned/failed/abandoned. KeyboardInterrupt ends the run KILLED and
     propagates. ``still_owned`` (sweeps) is asked before the run is closed FINISHED: a worker that lost its trial
-    while stalled closes the run FAILED instead (status "abandoned")."""
+    while stalled closes the run FAILED instead (status "abandoned", the reason from ``lost_reason``)."""
     from . import runtime
     from .callbacks import EpochLogger, History, MlflowCheckpoint
     from .module import RegularizedModule, TensorDataModule
@@ -291,13 +292,16 @@ def run_trial(
             all_callbacks.append(MlflowCheckpoint(tracker, run_id, int(cfg.trainer.checkpoint_every), epoch_logger))
         es = es_callbacks[0] if es_callbacks else None
         trainer = _trainer(cfg, all_callbacks)
-        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from)
+        lost = lost_reason or (lambda: ABANDONED)
+        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from, lost)
     except KeyboardInterrupt:
         finish("killed", "KILLED", f"interrupted ({runtime.interrupted_by()})")
         raise
 
 
-def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None, resume_from=None) -> TrialResult:
+def _fit_and_measure(
+    trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None, resume_from=None, lost=lambda: ABANDONED
+) -> TrialResult:
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)  # resume_from: a retried trial's last checkpoint
@@ -309,10 +313,10 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
     except TrialAbandoned as exc:
         return finish("abandoned", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
     except UpdateFinishedTrialError:  # a pruning report to a trial that was taken from this worker
-        return finish("abandoned", "FAILED", ABANDONED, {"epochs_trained": len(history.epochs)})
+        return finish("abandoned", "FAILED", lost(), {"epochs_trained": len(history.epochs)})
     except TrialPruned as exc:
         if still_owned is not None and not still_owned():
-            return finish("abandoned", "FAILED", ABANDONED, {"epochs_trained": len(history.epochs)})
+            return finish("abandoned", "FAILED", lost(), {"epochs_trained": len(history.epochs)})
         return finish("pruned", "FINISHED", str(exc), {"epochs_trained": len(history.epochs)})
     except TrialFailed as exc:
         return finish("failed", "FAILED", str(exc), {"epochs_trained": len(history.epochs)})
@@ -330,7 +334,7 @@ def _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, 
         return finish("failed", "FAILED", "no epoch completed")
     metrics = _final_metrics(module, prepared, history.epochs, es, fit_seconds, evaluate_test)
     if still_owned is not None and not still_owned():
-        return finish("abandoned", "FAILED", ABANDONED, metrics)
+        return finish("abandoned", "FAILED", lost(), metrics)
     result = finish("completed", "FINISHED", None, metrics)
     result.model = module.model  # for callers that log or inspect the model
     return result

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import config as config_mod
 from . import optuna_compat, runtime, stores
-from .errors import ConfigError, StoreUnavailable
+from .errors import ABANDONED, ConfigError, StoreUnavailable
 from .search_space import SearchParam, format_override
 from .study import open_study, slots
 from .tracking import Tracker, close_runs
@@ -158,6 +158,18 @@ def pop_slot(study: optuna.Study, storage: RDBStorage | None, max_retry: int) ->
     return popped
 
 
+def taken_over(storage: Any, trial_id: int) -> str:
+    """Why a trial is no longer this worker's: failed as stale and retried while this worker stalled, or finished by
+    another client (``optuna tell`` on a trial that was training: it used to be called a stale retry too)."""
+    try:
+        state = storage.get_trial(trial_id).state
+    except Exception:  # a storage hiccup: the common cause
+        return ABANDONED
+    if state in (TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
+        return ABANDONED
+    return f"trial taken over: another client told it {state.name} while this worker trained it (e.g. `optuna tell`)"
+
+
 class Heartbeat:
     """Records a running trial's heartbeat every interval from a daemon thread, and notices when the trial is no
     longer this worker's: a process frozen past the grace period (SIGSTOP, swapping, a suspended laptop) finds on
@@ -171,6 +183,9 @@ class Heartbeat:
         self.stop = threading.Event()
         self.lost = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def lost_reason(self) -> str:
+        return taken_over(self.storage, self.trial_id)
 
     def owned(self) -> bool:
         """Still RUNNING, as this worker left it (one storage read)."""
@@ -247,11 +262,16 @@ class Worker:
                 continue
             self.run_one(*popped)
 
-    def _abandoned(self, trial: optuna.Trial) -> None:
-        """One line, no traceback: the trial is another worker's now; its MLflow run was closed FAILED."""
+    def _abandoned(self, trial: optuna.Trial, trial_id: int) -> None:
+        """One line, no traceback: the trial is another worker's (or client's) now; its MLflow run was closed FAILED."""
+        reason = taken_over(self.ctx.storage, trial_id)
+        what = (
+            "was retried elsewhere while this worker was stalled past sweep.grace_period"
+            if reason == ABANDONED
+            else f"was finished by another client while it trained ({reason.split(': ', 1)[1]})"
+        )
         print(
-            f"worker {os.uname().nodename}:{os.getpid()}: trial {trial.number} was retried elsewhere while this worker "
-            "was stalled past sweep.grace_period; abandoned it (its MLflow run stays FAILED)",
+            f"worker {os.uname().nodename}:{os.getpid()}: trial {trial.number} {what}; abandoned it (its MLflow run stays FAILED)",
             file=sys.stderr,
         )
 
@@ -261,7 +281,7 @@ class Worker:
             with Heartbeat(self.ctx.storage, trial_id) as heartbeat:
                 self._run_one(trial, trial_id, heartbeat)
         except optuna.exceptions.UpdateFinishedTrialError:  # taken over while stalled, found at any storage write
-            self._abandoned(trial)
+            self._abandoned(trial, trial_id)
         except (KeyboardInterrupt, StoreUnavailable) as exc:
             reason = f"interrupted ({runtime.interrupted_by()})" if isinstance(exc, KeyboardInterrupt) else "a store was lost"
             try:
@@ -291,7 +311,7 @@ class Worker:
             resume = self._checkpoint_of_failed_attempt(trial, trial_cfg, tmp)
             result = self._train(trial, trial_id, heartbeat, trial_cfg, prepared, baseline, callbacks, resume)
         if result.status == "abandoned" or not heartbeat.owned():
-            self._abandoned(trial)
+            self._abandoned(trial, trial_id)
             return
         self._tell(trial, result)
 
@@ -357,6 +377,7 @@ class Worker:
             evaluate_test=self.evaluate_test,
             still_owned=heartbeat.owned,
             resume_from=None if resume is None else resume[0],
+            lost_reason=heartbeat.lost_reason,
         )
 
     def run_tags(self, trial: optuna.Trial, trial_id: int, baseline: bool) -> dict[str, Any]:

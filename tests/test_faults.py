@@ -742,3 +742,40 @@ def test_a_study_follows_its_experiment_renamed_in_the_mlflow_ui(sweep_dir, caps
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
     assert len(trials) == 3 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
     assert sum(r.data.tags.get("role") == "replicate" for r in runs) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("population", ["1", "auto"])
+def test_a_trial_told_by_another_client_while_it_trains_is_abandoned_with_that_reason(sweep_dir, population):
+    """`optuna tell` on a trial a worker is training: the worker leaves it (its run FAILED, the study goes on), and
+    says what happened; it used to call it a stale retry ("retried elsewhere while this worker was stalled")."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    args = sweep_args("dropout", "sweep.n_trials=2", "sweep.replicates=0", "trainer.max_epochs=400", "sweep.pruner.name=none")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweeper", *args, f"sweep.population={population}"],
+        cwd=sweep_dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    storage = f"sqlite:///{sweep_dir / 'mlruns' / 'optuna.db'}"
+    target, deadline = None, time.time() + 120
+    while target is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name="dropout", storage=storage)
+        except KeyError:
+            continue
+        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING" and "mlflow_run_id" in t.user_attrs]
+        target = running[0] if running else None
+    assert target is not None, "no trial started training"
+    study.tell(target.number, 0.5)  # what `optuna tell --trial-number N --values 0.5` does
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    assert f"trial {target.number} was finished by another client while it trained (another client told it COMPLETE" in err
+    assert "retried elsewhere" not in err
+    run = MlflowClient(tracking_uri=f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}").get_run(target.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and "another client told it COMPLETE" in run.data.tags["failure_reason"]
+    assert load_study(storage, "dropout").trials[target.number].value == 0.5  # the other client's word stands
