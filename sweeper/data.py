@@ -151,7 +151,12 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError) as exc:
         raise ConfigError("data.path", cfg.path, f"cannot read as CSV: {str(exc).splitlines()[0]}") from None
     if cfg.label not in df.columns:
-        raise ConfigError("data.label", cfg.label, f"column not in {cfg.path}; columns: {', '.join(map(str, df.columns))}")
+        only = str(df.columns[0]) if len(df.columns) == 1 else ""
+        sep = next((c for c in (";", "\t", "|") if c in only), None)  # one column named "a;b;label": not comma-separated
+        hint = f" (the file looks {sep!r}-separated; sweeper reads comma-separated CSV)" if sep else ""
+        raise ConfigError("data.label", cfg.label, f"column not in {cfg.path}; columns: {', '.join(map(str, df.columns))}{hint}")
+    if len(df) == 0:  # a header alone: every column read as text, "not numeric"
+        raise ConfigError("data.path", cfg.path, "has a header but no data rows")
     features = df.drop(columns=[cfg.label])
     if features.shape[1] == 0:
         raise ConfigError("data.path", cfg.path, "needs at least one feature column besides the label")
@@ -168,7 +173,11 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
     if df[cfg.label].isna().any():  # it would become a class of its own, "nan"
         rows = np.flatnonzero(df[cfg.label].isna().to_numpy())
         raise ConfigError("data.label", cfg.label, f"missing in {len(rows)} row(s) of {cfg.path} (first: data row {rows[0] + 1})")
-    _, y = np.unique(df[cfg.label].astype(str).to_numpy(), return_inverse=True)
+    labels = df[cfg.label]
+    # numeric labels keep their order (0..9, 10 -> classes 0..10: a model's output k is label k when the labels are
+    # 0..K-1); sorted as text, label 10 became class 2
+    numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    _, y = np.unique(labels.to_numpy() if numeric else labels.astype(str).to_numpy(), return_inverse=True)
     return features.to_numpy(dtype=np.float32), y.astype(np.int64)
 
 

@@ -193,3 +193,24 @@ def test_csv_errors_name_the_problem(tmp_path):
         prepare(config.load(["data=csv", f"data.path={tmp_path / 'nolabel.csv'}"]))
     with pytest.raises(ConfigError, match=r"model\.name: 'cnn'.*needs image data"):
         prepare(config.load(["data=csv", f"data.path={path}", "data.label=target", "model=cnn"]))
+
+
+def test_csv_integer_labels_keep_their_numbers_as_classes(tmp_path):
+    """Labels 0..11 are classes 0..11 (a registered model's output k is label k); sorted as text, label 10 was
+    class 2 and label 2 was class 4."""
+    rows = [f"{i % 12},{i},{i % 12}" for i in range(240)]  # feature a carries its row's label (standardized)
+    (tmp_path / "twelve.csv").write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    s = load_splits(config.load(["data=csv", f"data.path={tmp_path / 'twelve.csv'}"]).data)
+    assert s.n_classes == 12
+    for x, y in ((s.x_train, s.y_train), (s.x_val, s.y_val), (s.x_test, s.y_test)):
+        levels = np.unique(x[:, 0].numpy())  # the 12 label values, in numeric order (standardizing keeps it)
+        assert (y.numpy() == np.searchsorted(levels, x[:, 0].numpy())).all()
+
+
+def test_csv_without_rows_or_with_another_separator_says_so(tmp_path):
+    (tmp_path / "header.csv").write_text("a,b,label\n")  # was "feature column 'a' is not numeric"
+    with pytest.raises(ConfigError, match=r"data\.path: .*header\.csv' is invalid; has a header but no data rows"):
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'header.csv'}"]))
+    (tmp_path / "semi.csv").write_text("a;b;label\n" + "".join(f"{i};{-i};{i % 2}\n" for i in range(40)))
+    with pytest.raises(ConfigError, match=r"columns: a;b;label \(the file looks ';'-separated; sweeper reads comma-separated CSV\)"):
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'semi.csv'}"]))
