@@ -8,7 +8,7 @@ import random
 import pytest
 from scipy import stats as sps
 
-from sweeper.stats import Comparison, adjust_family, compare, holm, mde, paired, power_at, ratio, seeds_needed, welch
+from sweeper.stats import ACCURACY, Comparison, adjust_family, compare, holm, mde, paired, power_at, ratio, seeds_needed, summarize, welch
 
 A = [0.91, 0.93, 0.92, 0.94, 0.925]
 B = [0.90, 0.915, 0.905, 0.93, 0.9]
@@ -140,3 +140,13 @@ def test_brentq_takes_scipys_steps():
         assert brentq(f, lo, hi, xtol=1e-10) == scipy_brentq(f, lo, hi, xtol=1e-10)
     reference = scipy_brentq(lambda d: _scipy_power(d, 0.0127, 1, 0.05 / 3) - 0.8, 0.0, cases[3][2], xtol=1e-10)
     assert mde(0.0127, 1, 0.05 / 3) == pytest.approx(reference, rel=1e-12)
+
+
+def test_an_accuracy_interval_is_cut_to_what_an_accuracy_can_be():
+    """Two seeds far apart: the t interval (12.7 standard errors wide each way) leaves [0, 1]; an accuracy's is cut
+    to it, the mean and standard deviation are untouched, and an interval inside [0, 1] is not changed."""
+    wide, cut = summarize([0.2, 0.8]), summarize([0.2, 0.8], bounds=ACCURACY)
+    assert wide.ci_low < 0 and wide.ci_high > 1
+    assert (cut.ci_low, cut.ci_high, cut.mean, cut.std) == (0.0, 1.0, wide.mean, wide.std)
+    inside = [0.90, 0.91, 0.92]
+    assert summarize(inside, bounds=ACCURACY) == summarize(inside)

@@ -145,7 +145,7 @@ SEED_HEAD = ["configuration", "seeds", "val acc mean", "val 95% CI", "test acc m
 def seed_rows(data: StudyData) -> list[list[str]]:
     """When seeds were searched (``-m seed=1,2,3``): each configuration's mean and 95% t-interval over its seeds,
     from the completed trials (the seeds are the replicates; nothing was selected among them)."""
-    from ..stats import summarize
+    from ..stats import ACCURACY, summarize
 
     if "seed" not in data.searched:
         return []
@@ -162,8 +162,8 @@ def seed_rows(data: StudyData) -> list[list[str]]:
             g["test"].append(m["test_acc"])
     out = []
     for label, g in groups.items():
-        v = summarize(g["val"])
-        t = summarize(g["test"]) if g["test"] else None
+        v = summarize(g["val"], bounds=ACCURACY)
+        t = summarize(g["test"], bounds=ACCURACY) if g["test"] else None
         out.append(
             [
                 label,

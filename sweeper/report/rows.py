@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..stats import Comparison, Ratio, Summary, adjust_family, compare, summarize
+from ..stats import ACCURACY, Comparison, Ratio, Summary, adjust_family, compare, summarize
 from .collect import StudyData
 
 BASELINE = "none"
@@ -82,7 +82,7 @@ def build_rows(data: StudyData) -> list[Row]:
                 key,
                 params,
                 val,
-                summarize(m("test_acc")),
+                summarize(m("test_acc"), bounds=ACCURACY),
                 None,
                 _mean(m("final_gen_gap")),
                 _mean(m("sparsity_zero")),
@@ -90,7 +90,7 @@ def build_rows(data: StudyData) -> list[Row]:
                 _mean(m("weight_l2")),
                 _mean(m("n_params")),
                 _mean(m("epochs_trained")),
-                val_rep=summarize(vals) if vals else None,
+                val_rep=summarize(vals, bounds=ACCURACY) if vals else None,
                 seeds=sorted(int(r.data.tags["seed"]) for r in reps),
                 best_epoch=_mean(m("best_epoch")),
                 train_time_s=_mean(m("train_time_s")),
@@ -142,7 +142,14 @@ def axis_table(data: StudyData) -> list[dict[str, Any]]:
         base = cells.get((BASELINE, value))
         comp = compare(accs, base, data.alpha) if base and tech != BASELINE else None
         out.append(
-            {"key": tech, "axis": value, "n": len(accs), "summary": summarize(list(accs.values())), "comparison": comp, "metric": metric}
+            {
+                "key": tech,
+                "axis": value,
+                "n": len(accs),
+                "summary": summarize(list(accs.values()), bounds=ACCURACY),
+                "comparison": comp,
+                "metric": metric,
+            }
         )
     out = [r for r in out if r["comparison"] is not None or r["key"] == BASELINE]
     adjust_family([r["comparison"] for r in out if r["comparison"] is not None], data.alpha)
