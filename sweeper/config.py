@@ -215,11 +215,19 @@ def compose_config(overrides: list[str], layers: list[Path] | None = None) -> Di
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
         msg = str(getattr(exc, "msg", exc)).splitlines()[0]
-        raise ConfigError(key, getattr(exc, "value", None), msg) from None
+        value = getattr(exc, "value", None)
+        raise ConfigError(key, value, _plain(msg, key, value)) from None
     except Exception as exc:  # hydra's own override/compose errors
         raise _hydra_error(exc, overrides, layers) from None
     finally:
         GlobalHydra.instance().clear()
+
+
+def _plain(msg: str, key: str, value: Any) -> str:
+    """OmegaConf's words for a scalar given to a list key (`sweep.techniques=dropout`, `model.hidden=64`), as a fix."""
+    if "is not a ListConfig, list or tuple" in msg:
+        return f"must be a list: {key}=[{value}]"
+    return msg
 
 
 _MAPPING_SHAPES = {  # what a mapping-typed key holds, and how to add an entry from the command line
@@ -263,7 +271,7 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
             source = re.match(r"In '(\w+)/([\w.-]+)'", text)  # the key is in a config file, not on the command line
             if source and field_name not in named:
                 first += f" (set in {conf_layers.origin(source.group(1), source.group(2), layers)})"
-        return ConfigError(field_name, value, first)
+        return ConfigError(field_name, value, _plain(first, field_name, value))
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for ov in overrides:  # name the one override that does not parse

@@ -56,6 +56,7 @@ BAD = [
     (["regularizer.l2=-1"], "regularizer.l2: -1", ">= 0"),
     (["regularizer.weight_decay=-1"], "regularizer.weight_decay: -1", ">= 0"),
     (["model.hidden=[]"], "model.hidden: []", "non-empty"),
+    (["model.hidden=64"], "model.hidden: '64'", "must be a list: model.hidden=[64]"),  # OmegaConf: "int is not a ListConfig"
     (["model.hidden=[64,0]"], "model.hidden: [64, 0]", "positive"),
     (["data.batch_size=0"], "data.batch_size: 0", "> 0"),
     (["trainer.max_epochs=-2"], "trainer.max_epochs: -2", "> 0"),

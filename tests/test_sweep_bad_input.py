@@ -10,6 +10,7 @@ from sweeper.__main__ import main
 BAD = [
     (["+sweep=nope"], "sweep: 'nope'", "available: batchnorm, compare, data_size"),
     (["+sweep="], "sweep: '' is invalid; names no sweep", "available: batchnorm, compare, data_size"),  # "Could not find 'sweep/'"
+    (sweep_args("compare", "sweep.techniques=dropout"), "sweep.techniques: 'dropout'", "must be a list: sweep.techniques=[dropout]"),
     (["data=digits", "sweep.n_trials=3"], "sweep.n_trials: '3'", "no sweep was chosen: add +sweep=NAME (available: batchnorm"),
     (sweep_args("dropout", "sweep.params.regularizer.p=interval(0.1"), "sweep.params.regularizer.p: 'interval(0.1'", "malformed"),
     (sweep_args("dropout", "sweep.params.regularizer.q=interval(0.1,0.2)"), "sweep.params.regularizer.q", "not a key of the config"),
