@@ -9,6 +9,7 @@ many workers join and however often the command is re-run. A later run with a la
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -154,6 +155,32 @@ def trial_settings(cfg: DictConfig, space: dict[str, SearchParam]) -> dict[str, 
     return _normalize({k: v for k, v in flat.items() if k not in space and k not in NOT_RESULTS})
 
 
+def data_file_digest(cfg: DictConfig) -> str | None:
+    """A csv's content hash, the data identity a resumed study is checked against: ``data.path`` itself is left out
+    of the settings (each worker machine may keep its copy elsewhere), so a file edited or replaced between runs
+    mixed trials trained on different data in one ranking. None for the named datasets (their name is their data)."""
+    if cfg.data.name != "csv" or not cfg.data.path:
+        return None
+    h = hashlib.sha1()
+    with open(cfg.data.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _check_same_data(existing: optuna.Study, cfg: DictConfig, url: str) -> None:
+    stored, now = existing.user_attrs.get("sweeper_data_file"), data_file_digest(cfg)
+    if stored is None or now is None or stored == now:
+        return
+    name = existing.study_name
+    raise ConfigError(
+        "data.path",
+        cfg.data.path,
+        f"its content is not that of the file study {name!r} in {mask(url)} was run on (sha1 {now}, the study's {stored}): "
+        f"its trials would not be comparable; resume it with that file, or start a new one with sweep.study_name={name}_v2",
+    )
+
+
 def _check_same_settings(existing: optuna.Study, cfg: DictConfig, space: dict[str, SearchParam], url: str) -> None:
     stored = existing.user_attrs.get("sweeper_settings")
     now = trial_settings(cfg, space)
@@ -203,14 +230,19 @@ def open_study(
                 f"different {what}; start a new one with sweep.study_name={name}_v2 (or delete the old study)",
             )
         _check_same_settings(existing, cfg, space, url)
+        _check_same_data(existing, cfg, url)
         _check_parent_run(existing, tracker)
         study = existing
+        if "sweeper_data_file" not in study.user_attrs and (fingerprint := data_file_digest(cfg)):  # a study from before
+            study.set_user_attr("sweeper_data_file", fingerprint)
     else:
         tracker.experiment_id  # noqa: B018 (created now, before the study: a store that cannot be written leaves no study)
         try:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
             study.set_user_attr("sweeper_signature", sig)
             study.set_user_attr("sweeper_settings", trial_settings(cfg, space))
+            if fingerprint := data_file_digest(cfg):
+                study.set_user_attr("sweeper_data_file", fingerprint)
             study.set_metric_names([m for m, _ in objs])  # optuna-dashboard shows val_acc, not "Objective 0"
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
             study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)

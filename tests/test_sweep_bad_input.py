@@ -233,3 +233,28 @@ def test_existing_study_with_other_space_or_direction_is_refused(sweep_dir, caps
         main(sweep_args("dropout", "sweep.n_trials=1", "sweep.study_name=dropout_v2", "sweep.direction=minimize", "sweep.metric=val_loss"))
         == 0
     )
+
+
+@pytest.mark.slow
+def test_resuming_a_csv_study_with_other_file_content_is_refused_and_a_copy_elsewhere_is_not(sweep_dir, capsys):
+    """data.path is no setting (each worker machine keeps its own copy), so an edited or replaced csv used to mix
+    trials trained on different data in one ranking; the file's content is the study's data identity now."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [f"{rng.normal() + i % 2},{rng.normal()},{i % 2}" for i in range(200)]
+    table = sweep_dir / "table.csv"
+    table.write_text("a,b,label\n" + "\n".join(rows) + "\n")
+    base = ["+sweep=dropout", "data=csv", "trainer.max_epochs=1", "sweep.replicates=0", "model.hidden=[8]"]
+    assert main([*base, f"data.path={table}", "sweep.n_trials=2"]) == 0
+    storage = sweep_dir / "mlruns" / "optuna.db"
+    copy = sweep_dir / "elsewhere.csv"
+    copy.write_bytes(table.read_bytes())
+    table.write_text("a,b,label\n" + "\n".join(rows[:-1] + ["9,9,1"]) + "\n")  # one row edited
+    capsys.readouterr()
+    assert main([*base, f"data.path={table}", "sweep.n_trials=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: data.path: '{table}' is invalid; its content is not that of the file")
+    assert "sweep.study_name=dropout_v2" in err and len(load_study(storage, "dropout").trials) == 2
+    assert main([*base, f"data.path={copy}", "sweep.n_trials=3"]) == 0  # the same content at another path
+    assert len(load_study(storage, "dropout").trials) == 3
