@@ -61,7 +61,11 @@ def _resolve_population(cfg: DictConfig, argv: list[str]) -> list[str]:
     with read_write(cfg.sweep):
         cfg.sweep.population = population_size.resolve(cfg, workers)
     if asked == "auto":
-        print(f"sweep.population=auto: {cfg.sweep.population} trial(s) at once per worker on {population_size.device(cfg)}")
+        alone = population_size.own_time_objective(cfg)
+        print(
+            f"sweep.population=auto: {cfg.sweep.population} trial(s) at once per worker on {population_size.device(cfg)}"
+            + (f" ({alone})" if alone else "")
+        )
     kept = [a for a in argv if not a.lstrip("+").startswith("sweep.population=")]
     return [*kept, f"sweep.population={cfg.sweep.population}"]
 

@@ -108,12 +108,30 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+SHARED_TIME = ("train_time_s", "epoch_time_s")  # a member's are the population's epoch time / its size
+
+
+def own_time_objective(cfg: DictConfig) -> str | None:
+    """Why this study's trials must train alone, or None: an objective that is a trial's own training time, which
+    members of a population share (every member logged the same amortized value, and a search minimizing it
+    optimized a constant)."""
+    timed = [m for m, _ in config_mod.objectives(cfg.sweep) if m in SHARED_TIME]
+    if not timed:
+        return None
+    return f"the objective {timed[0]} is each trial's own training time, which members of a population share"
+
+
 def resolve(cfg: DictConfig, workers: int = 1) -> int:
     """``sweep.population`` as a number of members (validated: an int >= 1 or "auto"). Loads the data's shape."""
     from .data import load_splits
     from .population import vectorizable
 
     value: Any = cfg.sweep.population
+    alone = own_time_objective(cfg)
+    if alone and value == "auto":
+        return 1
+    if alone and int(value) > 1:
+        raise ConfigError("sweep.population", value, f"{alone}: use sweep.population=1 (auto picks 1 for such a study)")
     if value == "auto":
         if vectorizable(cfg, []) is not None:  # SGD, checkpointing: every trial would train alone anyway
             return 1

@@ -13,6 +13,7 @@ from conftest import all_runs, load_study, start_interruptible, sweep_args
 
 from sweeper import config
 from sweeper.__main__ import main
+from sweeper.errors import ConfigError
 from sweeper.population import Population, new_member, population_key, train_until_done, vectorizable
 from sweeper.population_size import device
 from sweeper.trial import data_order_seed, prepare, run_trial
@@ -231,6 +232,12 @@ def test_auto_population_size_follows_the_measured_rule():
     # the CNN evaluates EVAL_ROWS // K rows per member: the estimate grows by one training batch per member, not by a
     # whole evaluation chunk (on mnist5k: 64 members ~1.3 GiB, not 64 x 0.6 GiB)
     assert resolve(load("model=cnn", "sweep.population=64")) == 64
+    # a trial's own training time as an objective: members share it (each logged the same amortized value), so auto
+    # trains one at a time and an explicit K is refused
+    timed = ["sweep.metrics=[val_acc,train_time_s]", "sweep.directions=[maximize,minimize]"]
+    assert resolve(load(*timed)) == 1 and resolve(load("sweep.metric=epoch_time_s", "sweep.direction=minimize")) == 1
+    with pytest.raises(ConfigError, match=r"sweep\.population: 4 is invalid; the objective train_time_s is each trial's own"):
+        resolve(load(*timed, "sweep.population=4"))
     from sweeper.population_size import activation_width
 
     # every conv output before pooling (16 x 28 x 28, 32 x 14 x 14), the hidden units and the classes
