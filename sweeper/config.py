@@ -236,6 +236,11 @@ _MAPPING_SHAPES = {  # what a mapping-typed key holds, and how to add an entry f
 }
 
 
+def _value_of(overrides: list[str], key: str) -> str | None:
+    """The value an override gives ``key`` (``+key=v``, ``key=v``), or None."""
+    return next((o.split("=", 1)[1] for o in overrides if "=" in o and o.lstrip("+~").split("=")[0] == key), None)
+
+
 def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> ConfigError:
     """Turn a Hydra composition error into one line naming the field and value (and the YAML file it came from)."""
     cause = exc.__cause__
@@ -249,9 +254,10 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
     if "Unexpected type for root: NoneType" in text and "sweep" not in named:  # sweep.* with no sweep chosen
         swept = next((k for k in named if k.startswith("sweep.")), None)
         if swept is not None:
-            given = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == swept and "=" in o), None)
             sweeps = ", ".join(available("sweep", layers))
-            return ConfigError(swept, given, f"a sweep setting, but no sweep was chosen: add +sweep=NAME (available: {sweeps})")
+            return ConfigError(
+                swept, _value_of(overrides, swept), f"a sweep setting, but no sweep was chosen: add +sweep=NAME (available: {sweeps})"
+            )
     key_match = re.search(r"full_key: (\S+)", text)
     lines = text.splitlines()
     first = lines[0] if text else type(exc).__name__
@@ -262,7 +268,7 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
     if key_match:
         key = key_match.group(1)  # the override that names the key, or one below it:
         field_name = next((n for n in named if n == key), None) or next((n for n in named if n.startswith(key + ".")), key)
-        value = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=")[0] == field_name and "=" in o), None)
+        value = _value_of(overrides, field_name)
         if "not in" in text:
             if "." in key:
                 first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"

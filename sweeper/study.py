@@ -168,9 +168,14 @@ def data_file_digest(cfg: DictConfig) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _check_same_data(existing: optuna.Study, cfg: DictConfig, url: str) -> None:
-    stored, now = existing.user_attrs.get("sweeper_data_file"), data_file_digest(cfg)
-    if stored is None or now is None or stored == now:
+def _check_same_data(existing: optuna.Study, cfg: DictConfig, url: str, now: str | None) -> None:
+    """``now``: ``data_file_digest(cfg)``, computed once by the caller (it reads the whole file)."""
+    stored = existing.user_attrs.get("sweeper_data_file")
+    if stored is None:
+        if now is not None:  # a study from before the check records its file now
+            existing.set_user_attr("sweeper_data_file", now)
+        return
+    if now is None or stored == now:
         return
     name = existing.study_name
     raise ConfigError(
@@ -214,6 +219,7 @@ def open_study(
     sampler = make_sampler(sw, space, len(objs) > 1)
     pruner = make_pruner(sw, cfg.trainer.max_epochs)
     sig = _study_signature(cfg, space)
+    fingerprint = data_file_digest(cfg)
     try:
         existing = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
     except KeyError:
@@ -230,18 +236,16 @@ def open_study(
                 f"different {what}; start a new one with sweep.study_name={name}_v2 (or delete the old study)",
             )
         _check_same_settings(existing, cfg, space, url)
-        _check_same_data(existing, cfg, url)
+        _check_same_data(existing, cfg, url, fingerprint)
         _check_parent_run(existing, tracker)
         study = existing
-        if "sweeper_data_file" not in study.user_attrs and (fingerprint := data_file_digest(cfg)):  # a study from before
-            study.set_user_attr("sweeper_data_file", fingerprint)
     else:
         tracker.experiment_id  # noqa: B018 (created now, before the study: a store that cannot be written leaves no study)
         try:
             study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=directions)
             study.set_user_attr("sweeper_signature", sig)
             study.set_user_attr("sweeper_settings", trial_settings(cfg, space))
-            if fingerprint := data_file_digest(cfg):
+            if fingerprint:
                 study.set_user_attr("sweeper_data_file", fingerprint)
             study.set_metric_names([m for m, _ in objs])  # optuna-dashboard shows val_acc, not "Objective 0"
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
@@ -258,13 +262,14 @@ def _check_parent_run(study: optuna.Study, tracker: Tracker) -> None:
     ``mlflow runs delete``) cannot be resumed: every write to the run fails (MLflow: "must be in the 'active'
     state"), which was a traceback mid-setup."""
     parent = study.user_attrs.get("mlflow_parent_run_id")
-    stage = tracker.run_lifecycle(parent) if parent else "active"
+    if not parent:
+        return
+    run = tracker.run_or_none(parent)
+    stage = "purged" if run is None else run.info.lifecycle_stage
     if stage == "active":
-        if parent:
-            home = tracker.get_run(parent).info.experiment_id
-            if home != tracker.known_experiment_id:
-                tracker.follow(home)
-                print(f"note: study {study.study_name}'s MLflow experiment is now named {tracker.experiment_name!r}; its runs go there")
+        if run.info.experiment_id != tracker.known_experiment_id:
+            tracker.follow(run.info.experiment_id)
+            print(f"note: study {study.study_name}'s MLflow experiment is now named {tracker.experiment_name!r}; its runs go there")
         return
     name = study.study_name
     uri = mask(tracker.uri)

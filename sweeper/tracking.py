@@ -175,10 +175,10 @@ class Tracker:
         raise ConfigError(
             "experiment",
             name,
-            f"this MLflow experiment (id {eid}) was deleted (in the UI or with `mlflow experiments delete`) and nothing "
-            f"can be logged to it while it is in the trash; restore it with `MLFLOW_TRACKING_URI={mask(self.uri)} mlflow "
-            f"experiments restore --experiment-id {eid}`, or use another name (a sweep: sweep.study_name={name}_v2; one "
-            "run: tracking.experiment=...)",
+            f"this MLflow experiment (id {eid}) was deleted and is in the trash; restore it with `MLFLOW_TRACKING_URI="
+            f"{mask(self.uri)} mlflow experiments restore --experiment-id {eid}` (nothing can be logged to it in the trash, "
+            f"where the UI's Delete and `mlflow experiments delete` put it), or use another name (a sweep: "
+            f"sweep.study_name={name}_v2; one run: tracking.experiment=...)",
         )
 
     @_guard
@@ -354,13 +354,13 @@ class Tracker:
         return self.client.get_run(run_id)
 
     @_guard
-    def run_lifecycle(self, run_id: str) -> str:
-        """``active``, ``deleted`` (in the trash: nothing can be logged to it) or ``purged`` (gone: ``mlflow gc``)."""
+    def run_or_none(self, run_id: str):
+        """The run, or None when it is gone (purged: ``mlflow gc``); a deleted one is returned (lifecycle ``deleted``)."""
         try:
-            return str(self.client.get_run(run_id).info.lifecycle_stage)
+            return self.client.get_run(run_id)
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return "purged"
+                return None
             raise
 
     @_guard

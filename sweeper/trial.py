@@ -292,16 +292,16 @@ def run_trial(
             all_callbacks.append(MlflowCheckpoint(tracker, run_id, int(cfg.trainer.checkpoint_every), epoch_logger))
         es = es_callbacks[0] if es_callbacks else None
         trainer = _trainer(cfg, all_callbacks)
-        lost = lost_reason or (lambda: ABANDONED)
-        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from, lost)
+        return _fit_and_measure(trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned, resume_from, lost_reason)
     except KeyboardInterrupt:
         finish("killed", "KILLED", f"interrupted ({runtime.interrupted_by()})")
         raise
 
 
 def _fit_and_measure(
-    trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None, resume_from=None, lost=lambda: ABANDONED
+    trainer, module, dm, prepared, history, es, evaluate_test, finish, still_owned=None, resume_from=None, lost_reason=None
 ) -> TrialResult:
+    lost = lost_reason or (lambda: ABANDONED)
     t0 = time.perf_counter()
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=resume_from)  # resume_from: a retried trial's last checkpoint

@@ -158,16 +158,23 @@ def pop_slot(study: optuna.Study, storage: RDBStorage | None, max_retry: int) ->
     return popped
 
 
-def taken_over(storage: Any, trial_id: int) -> str:
-    """Why a trial is no longer this worker's: failed as stale and retried while this worker stalled, or finished by
-    another client (``optuna tell`` on a trial that was training: it used to be called a stale retry too)."""
+def _told_by_another(storage: Any, trial_id: int) -> str | None:
+    """What another client told this worker's trial while it trained (``optuna tell``), as text; None when it was
+    failed as stale and retried while this worker stalled (or the storage cannot say: the common cause)."""
     try:
         state = storage.get_trial(trial_id).state
-    except Exception:  # a storage hiccup: the common cause
-        return ABANDONED
+    except Exception:
+        return None
     if state in (TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING):
-        return ABANDONED
-    return f"trial taken over: another client told it {state.name} while this worker trained it (e.g. `optuna tell`)"
+        return None
+    return f"another client told it {state.name} while this worker trained it (e.g. `optuna tell`)"
+
+
+def taken_over(storage: Any, trial_id: int) -> str:
+    """Why a trial is no longer this worker's (the run's failure reason); a trial another client finished used to be
+    called a stale retry too."""
+    told = _told_by_another(storage, trial_id)
+    return ABANDONED if told is None else f"trial taken over: {told}"
 
 
 class Heartbeat:
@@ -264,11 +271,11 @@ class Worker:
 
     def _abandoned(self, trial: optuna.Trial, trial_id: int) -> None:
         """One line, no traceback: the trial is another worker's (or client's) now; its MLflow run was closed FAILED."""
-        reason = taken_over(self.ctx.storage, trial_id)
+        told = _told_by_another(self.ctx.storage, trial_id)
         what = (
             "was retried elsewhere while this worker was stalled past sweep.grace_period"
-            if reason == ABANDONED
-            else f"was finished by another client while it trained ({reason.split(': ', 1)[1]})"
+            if told is None
+            else f"was finished by another client while it trained ({told})"
         )
         print(
             f"worker {os.uname().nodename}:{os.getpid()}: trial {trial.number} {what}; abandoned it (its MLflow run stays FAILED)",

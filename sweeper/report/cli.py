@@ -46,19 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
-        names = [e.name for e in client.search_experiments()]
-        trashed = client.get_experiment_by_name(args.experiment) if args.experiment not in names else None
-        if trashed is not None:  # only active experiments are listed; the report writes to the study's parent run
-            raise ConfigError(
-                "experiment",
-                args.experiment,
-                f"this MLflow experiment (id {trashed.experiment_id}) was deleted and is in the trash; restore it with "
-                f"`MLFLOW_TRACKING_URI={mask(uri)} mlflow experiments restore --experiment-id {trashed.experiment_id}` and re-run",
-            )
+        names = [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()]  # active ones only
+        tracker = Tracker(uri, args.experiment)  # refuses a deleted experiment, naming the restore command
         if args.experiment not in names:
             raise ConfigError("experiment", args.experiment, f"not found; existing: {', '.join(sorted(names)) or 'none'}")
-        report = write_report(Tracker(uri, args.experiment), args.experiment, args.out)
+        report = write_report(tracker, args.experiment, args.out)
     except ConfigError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2
