@@ -273,12 +273,17 @@ def _check_parent_run(study: optuna.Study, tracker: Tracker) -> None:
         return
     name = study.study_name
     uri = mask(tracker.uri)
-    undo = f"restore it with `MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {parent}` and re-run, or"
-    raise ConfigError(
+    if stage == "deleted":
+        undo = f"restore it with `MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {parent}` and re-run, or"
+        raise ConfigError(
+            "sweep.study_name", name, f"the study's MLflow parent run {parent} was deleted in {uri}; {undo} start a new study "
+            f"with sweep.study_name={name}_v2"
+        )
+    raise ConfigError(  # purged (``mlflow gc``), or the Optuna storage is paired with another tracking store now
         "sweep.study_name",
         name,
-        f"the study's MLflow parent run {parent} was {'deleted' if stage == 'deleted' else 'deleted and purged'} in {uri}; "
-        f"{undo if stage == 'deleted' else 'it cannot be restored:'} start a new study with sweep.study_name={name}_v2",
+        f"the study's MLflow parent run {parent} is not in {uri}: it was purged, or the study ran with another tracking "
+        f"store (point tracking.uri or MLFLOW_TRACKING_URI at that one); or start a new study with sweep.study_name={name}_v2",
     )
 
 

@@ -710,6 +710,13 @@ def test_runs_deleted_in_the_mlflow_ui_are_refused_or_reported_never_a_traceback
     assert len(load_study(storage, "dropout").trials) == 3
     client.restore_run(parent)
 
+    other = f"sqlite:///{sweep_dir / 'other.db'}"  # the Optuna storage paired with another (empty) tracking store
+    assert main([*args, "sweep.n_trials=4", f"tracking.uri={other}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"the study's MLflow parent run {parent} is not in {other}: it was purged" in err
+    assert "point tracking.uri or MLFLOW_TRACKING_URI at that one" in err
+    assert MlflowClient(tracking_uri=other).search_runs(["0"]) == [] and len(load_study(storage, "dropout").trials) == 3
+
     replicate = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "replicate")
     client.delete_run(replicate.info.run_id)
     assert main(args) == 0
