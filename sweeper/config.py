@@ -666,6 +666,14 @@ def validate_sweep(cfg: DictConfig) -> dict:
     check_name("sweep.name", sw.name)
     if sw.study_name is not None:
         check_name("sweep.study_name", sw.study_name)
+    study = sw.study_name or sw.name
+    if cfg.tracking.experiment is not None and cfg.tracking.experiment != study:
+        raise ConfigError(  # it was silently ignored: the runs went to the study's experiment
+            "tracking.experiment",
+            cfg.tracking.experiment,
+            f"a sweep's MLflow experiment is its study name ({study!r}; one experiment per study): "
+            f"name the study instead, sweep.study_name={cfg.tracking.experiment}",
+        )
     for ref in sw.references or {}:
         check_name(f"sweep.references.{ref}", ref)
     _positive_int(sw.n_trials, "sweep.n_trials")

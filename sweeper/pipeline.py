@@ -3,6 +3,7 @@ slot is finished) study summary and plots -> replication -> report -> model regi
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
         stores.check_tracking(cfg)
         _check_model_fits(cfg)
         argv = _resolve_population(cfg, argv)
+        _note_experiment_variable(cfg)
         return _sweep(cfg, argv)
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -43,6 +45,15 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 3
+
+
+def _note_experiment_variable(cfg: DictConfig) -> None:
+    """$MLFLOW_EXPERIMENT_NAME names one run's experiment; a sweep's is its study name. Said once, so runs found in
+    another experiment than the variable names are not a surprise."""
+    env, study = os.environ.get("MLFLOW_EXPERIMENT_NAME"), cfg.sweep.study_name or cfg.sweep.name
+    if env and env != study:
+        note = f"note: MLFLOW_EXPERIMENT_NAME={env} is for single runs; this sweep's MLflow experiment is its study name, {study}"
+        print(note, file=sys.stderr)
 
 
 def _check_model_fits(cfg: DictConfig) -> None:

@@ -276,8 +276,9 @@ def _check_parent_run(study: optuna.Study, tracker: Tracker) -> None:
     if stage == "deleted":
         undo = f"restore it with `MLFLOW_TRACKING_URI={uri} mlflow runs restore --run-id {parent}` and re-run, or"
         raise ConfigError(
-            "sweep.study_name", name, f"the study's MLflow parent run {parent} was deleted in {uri}; {undo} start a new study "
-            f"with sweep.study_name={name}_v2"
+            "sweep.study_name",
+            name,
+            f"the study's MLflow parent run {parent} was deleted in {uri}; {undo} start a new study with sweep.study_name={name}_v2",
         )
     raise ConfigError(  # purged (``mlflow gc``), or the Optuna storage is paired with another tracking store now
         "sweep.study_name",

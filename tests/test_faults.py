@@ -101,6 +101,25 @@ def test_names_that_become_paths_are_validated(sweep_dir, capsys, argv, field):
     assert not (sweep_dir / "mlruns" / "optuna.db").exists()
 
 
+def test_a_sweep_refuses_another_experiment_name_and_notes_the_variable(sweep_dir, capsys, monkeypatch):
+    """A sweep's experiment is its study name: ``tracking.experiment=team`` on a sweep was silently ignored (its runs
+    went to ``dropout`` and a report of ``team`` found nothing), so it is refused; the same name is accepted, and
+    $MLFLOW_EXPERIMENT_NAME (single runs' convention) gets a note instead of going unmentioned."""
+    from mlflow.tracking import MlflowClient
+
+    assert main(sweep_args("dropout", "tracking.experiment=team")) == 2
+    _one_line_error(capsys, "tracking.experiment: 'team' is invalid; a sweep's MLflow experiment is its study", "sweep.study_name=team")
+    assert not (sweep_dir / "mlruns" / "optuna.db").exists()
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "elsewhere")
+    argv = sweep_args("dropout", "sweep.n_trials=1", "sweep.replicates=0", "sweep.timing_repeats=0", "sweep.study_name=mine")
+    assert main([*argv, "tracking.experiment=mine"]) == 0
+    assert "note: MLFLOW_EXPERIMENT_NAME=elsewhere is for single runs; this sweep's MLflow experiment is its study name, mine" in (
+        capsys.readouterr().err
+    )
+    names = {e.name for e in MlflowClient(tracking_uri=f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}").search_experiments()}
+    assert names == {"Default", "mine"}
+
+
 def test_reference_names_are_validated_too():
     from omegaconf import OmegaConf
 
