@@ -178,7 +178,7 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
     # 0..K-1); sorted as text, label 10 became class 2
     numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
     _, y = np.unique(labels.to_numpy() if numeric else labels.astype(str).to_numpy(), return_inverse=True)
-    return features.to_numpy(dtype=np.float32), y.astype(np.int64)
+    return features.to_numpy(dtype=np.float64), y.astype(np.int64)  # float32 after standardizing (load_splits)
 
 
 def data_source(cfg) -> str:
@@ -272,13 +272,23 @@ def load_splits(cfg) -> Splits:
                 f"the {part} split lacks {missing} of the {len(classes)} classes; "
                 "every split needs every class: add samples of the rare classes or change the fractions",
             )
-    if cfg.name == "csv":  # standardize with training statistics only
-        mean, std = x[train].mean(0), x[train].std(0)
-        x = (x - mean) / np.where(std > 0, std, 1.0)
+    if cfg.name == "csv":
+        x = standardize(x, train)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
     splits = Splits(xt[train], yt[train], xt[val], yt[val], xt[test], yt[test], tuple(x.shape[1:]), int(y.max()) + 1)
     _CACHE[key] = splits
     return splits
+
+
+def standardize(x: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Features to zero mean and unit variance by the training split's statistics, as float32. Computed in float64
+    on columns first divided by their largest magnitude: a column of values near 1e20 overflowed float32's square
+    in the variance (std inf: the column became all zeros) and one beyond 3.4e38 became inf (every loss NaN)."""
+    scale = np.abs(x[train]).max(0)
+    scale = np.where(scale > 0, scale, 1.0)
+    xs = x / scale
+    mean, std = xs[train].mean(0), xs[train].std(0)
+    return ((xs - mean) / np.where(std > 0, std, 1.0)).astype(np.float32)
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:

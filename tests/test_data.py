@@ -214,3 +214,26 @@ def test_csv_without_rows_or_with_another_separator_says_so(tmp_path):
     (tmp_path / "semi.csv").write_text("a;b;label\n" + "".join(f"{i};{-i};{i % 2}\n" for i in range(40)))
     with pytest.raises(ConfigError, match=r"columns: a;b;label \(the file looks ';'-separated; sweeper reads comma-separated CSV\)"):
         prepare(config.load(["data=csv", f"data.path={tmp_path / 'semi.csv'}"]))
+
+
+def test_csv_features_of_any_finite_magnitude_standardize_like_small_ones(tmp_path):
+    """Standardizing in float32 overflowed: a column near 1e20 had variance inf (it became all zeros, silently) and
+    one beyond 3.4e38 became inf (every loss NaN at the first step). The same table scaled by 1e20, 1e39 or 1e300
+    now gives the same features as unscaled, and a constant column stays 0."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 2))
+    label = (x[:, 0] > 0).astype(int)
+
+    def features(scale: float) -> np.ndarray:
+        path = tmp_path / f"scaled_{scale:g}.csv"
+        rows = [f"{float(a) * scale!r},{b},7.5,{lab}" for (a, b), lab in zip(x, label)]
+        path.write_text("a,b,const,label\n" + "\n".join(rows) + "\n")
+        s = load_splits(config.load(["data=csv", f"data.path={path}"]).data)
+        return np.concatenate([s.x_train.numpy(), s.x_val.numpy(), s.x_test.numpy()])
+
+    plain = features(1.0)
+    assert abs(plain[:, 0].mean()) < 0.2 and 0.8 < plain[:, 0].std() < 1.2 and (plain[:, 2] == 0).all()
+    for scale in (1e20, 1e39, 1e300):
+        scaled = features(scale)
+        assert np.isfinite(scaled).all()
+        np.testing.assert_allclose(scaled, plain, rtol=1e-5, atol=1e-6)
