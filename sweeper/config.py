@@ -269,6 +269,10 @@ def _hydra_error(exc: Exception, overrides: list[str], layers: list[Path]) -> Co
         key = key_match.group(1)  # the override that names the key, or one below it:
         field_name = next((n for n in named if n == key), None) or next((n for n in named if n.startswith(key + ".")), key)
         value = _value_of(overrides, field_name)
+        element = re.fullmatch(r"(.+)\[(\d+)\]", key)  # model.hidden[0]: one element of the list an override gave
+        if value is None and element and element.group(1) in named:
+            field_name, value = element.group(1), _value_of(overrides, element.group(1))
+            first = f"element {element.group(2)}: {first}"
         if "not in" in text:
             if "." in key:
                 first = f"unknown key {key.rsplit('.', 1)[-1]!r} in {key.rsplit('.', 1)[0]}"

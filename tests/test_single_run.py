@@ -58,6 +58,8 @@ BAD = [
     (["model.hidden=[]"], "model.hidden: []", "non-empty"),
     (["model.hidden=64"], "model.hidden: '64'", "must be a list: model.hidden=[64]"),  # OmegaConf: "int is not a ListConfig"
     (["model.hidden=[64,0]"], "model.hidden: [64, 0]", "positive"),
+    (["model.hidden=[1e3]"], "model.hidden: '[1e3]'", "element 0: Value '1000.0' of type 'float'"),  # was "model.hidden[0]: None"
+    (["model.hidden=[64,null]"], "model.hidden: '[64,null]'", "element 1: Invalid type assigned: NoneType"),
     (["data.batch_size=0"], "data.batch_size: 0", "> 0"),
     (["trainer.max_epochs=-2"], "trainer.max_epochs: -2", "> 0"),
     (["data.split.train=0.5"], "data.split:", "sum to 1"),
