@@ -49,12 +49,20 @@ class Candidate:
 
 def best_per_technique(study: optuna.Study, cfg: DictConfig) -> list[Candidate]:
     """The best completed trial of every technique in the study (by the first objective, on validation)."""
+    from .report.rows import BASELINE, UNREGULARIZED
+
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     best: dict[str, optuna.trial.FrozenTrial] = {}
-    for t in slots(study.get_trials(deepcopy=False)):
+    trials = slots(study.get_trials(deepcopy=False))
+    custom = any(t.user_attrs.get("baseline") and t.user_attrs.get("technique") != BASELINE for t in trials)
+    for t in trials:
         if t.state != TrialState.COMPLETE or t.values is None:
             continue
         label = t.user_attrs.get("technique", "?")
+        if t.user_attrs.get("baseline"):  # a regularized baseline (sweep.baseline=[regularizer=l2, ...]) is still the
+            label = BASELINE  # baseline row: it was merged into its technique's row and the report compared nothing
+        elif custom and label == BASELINE:
+            label = UNREGULARIZED  # a searched unregularized trial, beside a regularized baseline
         cur = best.get(label)
         if cur is None or (t.values[0] > cur.values[0] if maximize else t.values[0] < cur.values[0]):
             best[label] = t

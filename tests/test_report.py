@@ -215,6 +215,26 @@ def test_a_study_where_nothing_learned_says_so_and_registers_no_model(sweep_dir,
     assert MlflowClient(f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}").search_registered_models() == []
 
 
+def test_a_regularized_baseline_is_still_the_baseline_row_and_no_baseline_says_so(sweep_dir, capsys):
+    """``sweep.baseline=[regularizer=l2, ...]`` (our current config vs the search): the baseline trial was grouped with
+    the searched l2 trials, one of them became "the" l2 row, and the report compared nothing, every row's verdict
+    reading "baseline". Now the baseline is its own row (saying what it is) and the searched l2 row is compared with
+    it; with ``sweep.baseline=null`` the rows say there is no baseline instead of "baseline"."""
+    base = ["sweep.n_trials=3", "sweep.replicates=2", "sweep.timing_repeats=0", "trainer.max_epochs=1"]
+    assert main(sweep_args("l2", *base, "sweep.baseline=['regularizer=l2','regularizer.l2=1e-4']")) == 0
+    md = (sweep_dir / "reports" / "l2" / "report.md").read_text()
+    table = md.split("## Techniques")[1].split("##")[0]
+    assert "| none | baseline (l2: regularizer=l2 regularizer.l2=1e-4) |" in table, table
+    (l2_row,) = [line for line in table.splitlines() if line.startswith("| l2 |")]
+    assert re.search(r"\| [+-]\d+\.\d+ points \| \[", l2_row) and "paired t" in l2_row, l2_row
+    capsys.readouterr()
+    assert main(sweep_args("l2", *base, "sweep.study_name=l2_nobase", "sweep.baseline=null")) == 0
+    out = capsys.readouterr().out
+    assert "no baseline to compare" in out
+    table = (sweep_dir / "reports" / "l2_nobase" / "report.md").read_text().split("## Techniques")[1].split("##")[0]
+    assert "no baseline to compare" in table and "| baseline |" not in table
+
+
 @pytest.mark.slow
 def test_dropout_report_answers_the_claim_on_seeds_the_search_never_used(sweep_dir, capsys):
     """The winner's curse: were a replicate seed also the search's seed, replicate 0 of the tuned technique

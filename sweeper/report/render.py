@@ -58,10 +58,11 @@ def _p(p: float | None) -> str:
     return "-" if p is None else f"{p:.3g}"
 
 
-def _comparison_cells(c: Comparison | None) -> list[str]:
-    """vs baseline, its CI, the test, raw p, Holm p, verdict: the same six cells in every table."""
+def _comparison_cells(c: Comparison | None, key: str) -> list[str]:
+    """vs baseline, its CI, the test, raw p, Holm p, verdict: the same six cells in every table. A row without a
+    comparison is the baseline, or a row of a study without one (``sweep.baseline=null``): it said "baseline" too."""
     if c is None:
-        return ["-", "-", "-", "-", "-", "baseline"]
+        return ["-", "-", "-", "-", "-", "baseline" if key == BASELINE else "no baseline to compare"]
     return [pts(c.diff), ci_pts(c.ci_low, c.ci_high).strip() or "n/a", c.test, _p(c.p_value), _p(c.p_adjusted), c.reason]
 
 
@@ -78,7 +79,7 @@ def table_rows(rows: list[Row]) -> list[list[str]]:
                 "" if r.val_rep is None else f"{r.val_rep.mean:.4f}",
                 f"{r.test.mean:.4f}",
                 ci,
-                *_comparison_cells(c),
+                *_comparison_cells(c, r.key),
                 "-" if c is None or c.mde is None else f"{c.mde * 100:.2f} points",
                 f"{r.gen_gap:.4f}",
                 f"{r.sparsity_zero * 100:.1f}%",
@@ -110,7 +111,7 @@ def axis_rows_text(axis_rows: list[dict[str, Any]]) -> list[list[str]]:
                 str(r["axis"]),
                 f"{s.mean:.4f}",
                 ci,
-                *_comparison_cells(c),
+                *_comparison_cells(c, r["key"]),
                 str(r["n"]),
             ]
         )

@@ -16,7 +16,8 @@ from typing import Any
 from ..stats import ACCURACY, Comparison, Ratio, Summary, adjust_family, compare, summarize
 from .collect import StudyData
 
-BASELINE = "none"
+BASELINE = "none"  # the baseline row's key (the enqueued baseline trial's replicates), whatever its technique
+UNREGULARIZED = "unregularized"  # a searched unregularized trial's key when the baseline is regularized
 
 
 @dataclass
@@ -55,6 +56,15 @@ def _trial_params(run: Any, searched: list[str]) -> str:
     return ", ".join(shown) or "defaults"
 
 
+def _baseline_params(trial: Any, replicate: Any) -> str:
+    """``baseline``, plus what it is when it is regularized (``sweep.baseline=[regularizer=l2, ...]``): the row's
+    key says ``none`` for every baseline."""
+    technique = trial.data.tags.get("technique", BASELINE)
+    if technique == BASELINE:
+        return "baseline"
+    return f"baseline ({technique}: {replicate.data.tags.get('overrides') or 'defaults'})"
+
+
 def _ratio(metrics: dict[str, float] | None, name: str) -> Ratio | None:
     if not metrics or name not in metrics:
         return None
@@ -72,7 +82,8 @@ def build_rows(data: StudyData) -> list[Row]:
         m = lambda name, reps=reps: [r.data.metrics[name] for r in reps if name in r.data.metrics]
         source = trial_by_number.get(reps[0].data.tags.get("source_trial"))
         if source is not None:
-            params = "baseline" if source.data.tags.get("baseline") == "True" else _trial_params(source, data.searched)
+            is_base = source.data.tags.get("baseline") == "True"
+            params = _baseline_params(source, reps[0]) if is_base else _trial_params(source, data.searched)
             val = source.data.metrics.get("final_val_acc")
         else:
             params, val = "reference: " + (reps[0].data.tags.get("overrides") or "defaults"), None
