@@ -658,6 +658,9 @@ def objectives(sweep: Any) -> list[tuple[str, str]]:
         metrics, directions = list(sweep.metrics or []), list(sweep.directions or [])
         if len(metrics) != len(directions) or len(metrics) < 1:
             raise ConfigError("sweep.directions", directions, f"needs one direction per metric in sweep.metrics {metrics}")
+        twice = [m for i, m in enumerate(metrics) if m in metrics[:i]]
+        if twice:  # two objectives that are one: a Pareto front of a single metric, plotted against itself
+            raise ConfigError("sweep.metrics", metrics, f"lists {twice[0]} more than once; each objective once")
         return list(zip(metrics, directions))
     return [(sweep.metric, sweep.direction)]
 

@@ -54,6 +54,9 @@ def to_distribution(name: str, text: str) -> BaseDistribution:
         choices: list[Any] = list(value.list)
         if not choices or any(isinstance(c, (list, dict)) for c in choices):
             raise ConfigError(field, text, "choice() needs one or more scalar values")
+        twice = [c for i, c in enumerate(choices) if c in choices[:i]]
+        if twice:  # it weighted that value double in random/TPE, and the grid sampler trained it twice
+            raise ConfigError(field, text, f"choice() lists {twice[0]!r} more than once; list each value once")
         return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
         start: Any = value.start

@@ -39,6 +39,16 @@ BAD = [
         "sweep.params.optim.name: 'choice(adam,rmsprop)'",
         "its choice 'rmsprop' is invalid: optim.name: allowed: adam, sgd",
     ),
+    (  # a value listed twice: double weight in TPE/random, trained twice by the grid sampler
+        sweep_args("dropout", "sweep.params.regularizer.p=choice(0.1,0.2,0.10)"),
+        "sweep.params.regularizer.p: 'choice(0.1,0.2,0.10)'",
+        "choice() lists 0.1 more than once",
+    ),
+    (
+        sweep_args("dropout", "sweep.metrics=[val_acc,val_acc]", "sweep.directions=[maximize,maximize]"),
+        "sweep.metrics: ['val_acc', 'val_acc']",
+        "lists val_acc more than once",
+    ),
     (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
     # each of these was Optuna's ValueError (or Hyperband's ZeroDivisionError) as a traceback, after the stores opened
