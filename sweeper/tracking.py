@@ -355,11 +355,13 @@ class Tracker:
 
     @_guard
     def run_or_none(self, run_id: str):
-        """The run, or None when it is gone (purged: ``mlflow gc``); a deleted one is returned (lifecycle ``deleted``)."""
+        """The run, or None when it is gone (purged: ``mlflow gc``) or the id cannot name one (a study attribute
+        edited by hand: MLflow's INVALID_PARAMETER_VALUE was a traceback); a deleted one is returned (lifecycle
+        ``deleted``)."""
         try:
             return self.client.get_run(run_id)
         except MlflowException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
 

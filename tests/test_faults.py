@@ -735,6 +735,10 @@ def test_runs_deleted_in_the_mlflow_ui_are_refused_or_reported_never_a_traceback
     assert len(err.splitlines()) == 1 and f"the study's MLflow parent run {parent} is not in {other}: it was purged" in err
     assert "point tracking.uri or MLFLOW_TRACKING_URI at that one" in err
     assert MlflowClient(tracking_uri=other).search_runs(["0"]) == [] and len(load_study(storage, "dropout").trials) == 3
+    load_study(storage, "dropout").set_user_attr("mlflow_parent_run_id", "x/../y")  # edited by hand (optuna CLI)
+    assert main([*args, "sweep.n_trials=4"]) == 2  # was MLflow's INVALID_PARAMETER_VALUE traceback
+    assert "the study's MLflow parent run x/../y is not in" in capsys.readouterr().err
+    load_study(storage, "dropout").set_user_attr("mlflow_parent_run_id", parent)
 
     replicate = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("role") == "replicate")
     client.delete_run(replicate.info.run_id)
