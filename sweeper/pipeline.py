@@ -142,7 +142,7 @@ def _run_and_report(cfg: DictConfig, argv: list[str], ctx: StudyContext, study: 
             configs = {c.key: c.overrides for c in candidates(study, cfg)}
             measure_costs(cfg, worker_argv, configs, tracker, parent, study.study_name, ctx.storage)
         t1 = time.perf_counter()
-        report = write_report(tracker, study.study_name, cfg.sweep.report_dir)
+        report = write_report(tracker, study.study_name, cfg.sweep.report_dir, parent_id=parent)
         t2 = time.perf_counter()
         tracker.log_metrics(parent, {"replication_s": t1 - t0, "report_s": t2 - t1})
         print()

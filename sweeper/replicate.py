@@ -87,7 +87,7 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
     cands = candidates(study, cfg)
     ran = _run(cands, config_mod.replicate_seeds(cfg, k), 1, study, cfg, argv, tracker, parent, storage)
     if config_mod.looks(cfg.sweep) == 2:
-        extend = second_look(tracker, study.study_name, cands)
+        extend = second_look(tracker, study.study_name, cands, parent)
         if extend:
             leaders = ", ".join(c.key for c in extend if c.key != "none")
             print(f"look 2: adding seeds to {leaders} and the baseline", file=sys.stderr)
@@ -95,11 +95,11 @@ def replicate(study: optuna.Study, cfg: DictConfig, argv: list[str], tracker: Tr
     return ran
 
 
-def second_look(tracker: Tracker, experiment: str, cands: list[Candidate]) -> list[Candidate]:
+def second_look(tracker: Tracker, experiment: str, cands: list[Candidate], parent: str) -> list[Candidate]:
     """The baseline plus the inconclusive leaders after look 1 (decided from the MLflow store alone)."""
     from .report import build_rows, collect
 
-    rows = build_rows(collect(tracker, experiment))
+    rows = build_rows(collect(tracker, experiment, parent))
     open_rows = [
         r
         for r in rows

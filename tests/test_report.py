@@ -8,7 +8,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import all_runs, sweep_args
+from conftest import all_runs, load_study, sweep_args
 from mlflow.tracking import MlflowClient
 
 from sweeper import config
@@ -233,6 +233,28 @@ def test_a_regularized_baseline_is_still_the_baseline_row_and_no_baseline_says_s
     assert "no baseline to compare" in out
     table = (sweep_dir / "reports" / "l2_nobase" / "report.md").read_text().split("## Techniques")[1].split("##")[0]
     assert "no baseline to compare" in table and "| baseline |" not in table
+
+
+def test_two_studies_in_one_experiment_each_report_their_own_parent_run(sweep_dir, capsys, tmp_path):
+    """Two Optuna storages (or one recreated) with one MLflow store put two ``dropout`` studies into one experiment;
+    the report took the newest parent run, so study A's own report showed study B's trials. A sweep now reports its
+    own parent run; ``python -m sweeper.report`` takes the newest with a note naming the others, or --parent-run."""
+    base = sweep_args("dropout", "sweep.replicates=0", "sweep.timing_repeats=0", "trainer.max_epochs=1")
+    assert main([*base, "sweep.n_trials=3"]) == 0
+    parent_a = load_study(sweep_dir / "mlruns" / "optuna.db", "dropout").user_attrs["mlflow_parent_run_id"]
+    assert main([*base, "sweep.n_trials=2", f"storage=sqlite:///{tmp_path / 'other.db'}"]) == 0
+    capsys.readouterr()
+    assert main([*base, "sweep.n_trials=3"]) == 0  # study A again: complete, so it reports
+    assert "Study `dropout`: 3 finished trials" in (sweep_dir / "reports" / "dropout" / "report.md").read_text()
+    uri = f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}"
+    capsys.readouterr()
+    assert report_main(["dropout", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    assert "holds 2 study runs; reporting the newest" in capsys.readouterr().err
+    assert "Study `dropout`: 2 finished trials" in (tmp_path / "r" / "dropout" / "report.md").read_text()
+    assert report_main(["dropout", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--parent-run", parent_a]) == 0
+    assert "Study `dropout`: 3 finished trials" in (tmp_path / "r" / "dropout" / "report.md").read_text()
+    assert report_main(["dropout", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--parent-run", "nope"]) == 2
+    assert "error: --parent-run: 'nope' is invalid; is not a study run of experiment dropout; its study runs: " in (capsys.readouterr().err)
 
 
 @pytest.mark.slow

@@ -56,10 +56,12 @@ class Report:
     at_chance: str | None = None  # every replicated configuration at chance level: why nothing is registered
 
 
-def write_report(tracker: Tracker, experiment: str, out_root: str | Path, log_to_parent: bool = True) -> Report:
+def write_report(
+    tracker: Tracker, experiment: str, out_root: str | Path, log_to_parent: bool = True, parent_id: str | None = None
+) -> Report:
     """Build every output in a temporary folder, then move it to <out_root>/<experiment>/ (never partial)."""
     check_name("experiment", experiment)  # it becomes a folder name under out_root
-    data = collect(tracker, experiment)
+    data = collect(tracker, experiment, parent_id)
     rows = build_rows(data)
     axis_rows = axis_table(data)
     choice = accuracy_choice(rows)

@@ -1,4 +1,4 @@
-"""``python -m sweeper.report <experiment> [--tracking-uri URI] [--out DIR]``: rebuild a report from MLflow."""
+"""``python -m sweeper.report <experiment> [--tracking-uri URI] [--out DIR] [--parent-run ID]``: rebuild a report from MLflow."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("experiment", help="the study's MLflow experiment (= the study name)")
     ap.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db")
     ap.add_argument("--out", default="reports", help="folder for the report (a subfolder per experiment)")
+    ap.add_argument("--parent-run", default=None, help="the study (parent) run to report, when the experiment holds several")
     args = ap.parse_args(argv)
     from ..stores import (
         DATABASE_SCHEMES,
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker = Tracker(uri, args.experiment)  # refuses a deleted experiment, naming the restore command
         if args.experiment not in names:
             raise ConfigError("experiment", args.experiment, f"not found; existing: {', '.join(sorted(names)) or 'none'}")
-        report = write_report(tracker, args.experiment, args.out)
+        report = write_report(tracker, args.experiment, args.out, parent_id=args.parent_run)
     except ConfigError as exc:
         print(f"error: {mask(str(exc))}", file=sys.stderr)
         return 2

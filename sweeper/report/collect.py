@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,12 +37,28 @@ class StudyData:
         return self.alpha / self.looks
 
 
-def collect(tracker: Tracker, experiment: str) -> StudyData:
+def collect(tracker: Tracker, experiment: str, parent_id: str | None = None) -> StudyData:
+    """``parent_id``: the study's parent run (a sweep knows it). Without it, the newest study run of the experiment,
+    with a note when there are several: two Optuna storages (or a recreated one) can put two studies of one name
+    into one MLflow experiment, and the newest parent run was taken even for the other study's own report."""
     runs = tracker.search_runs()
-    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]  # newest first (MLflow's order)
     if not parents:
         raise ConfigError("experiment", experiment, "has no study (parent) run; run a sweep into it first")
-    parent = parents[0]
+    if parent_id is not None:
+        parent = next((r for r in parents if r.info.run_id == parent_id), None)
+        if parent is None:
+            ids = ", ".join(r.info.run_id for r in parents)
+            raise ConfigError("--parent-run", parent_id, f"is not a study run of experiment {experiment}; its study runs: {ids}")
+    else:
+        parent = parents[0]
+        if len(parents) > 1:
+            others = ", ".join(r.info.run_id for r in parents[1:])
+            print(
+                f"note: experiment {experiment} holds {len(parents)} study runs; reporting the newest, {parent.info.run_id} "
+                f"(others: {others}; choose one with --parent-run RUN_ID)",
+                file=sys.stderr,
+            )
     trials = [r for r in runs if r.data.tags.get("role") == "trial" and r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     finished = [r for r in trials if r.data.tags.get("state") in ("completed", "pruned")]
     if not finished:
