@@ -811,6 +811,19 @@ def validate_sweep(cfg: DictConfig) -> dict:
 _ABSENT = object()
 
 
+def check_fixed_configs(cfg: DictConfig, argv: list[str]) -> None:
+    """The baseline's and every reference's overrides, composed as the trial and the replicates will compose them:
+    a bad one (``sweep.baseline=['regularizer.q=1']``) failed trial 0 and the sweep exited 0 with no baseline, and
+    a bad reference stopped the sweep at replication, after the whole search."""
+    fixed = [("sweep.baseline", list(cfg.sweep.baseline))] if cfg.sweep.baseline else []
+    fixed += [(f"sweep.references.{name}", list(ovs)) for name, ovs in (cfg.sweep.references or {}).items()]
+    for field_name, overrides in fixed:
+        try:
+            load_with(argv, overrides)
+        except ConfigError as exc:
+            raise ConfigError(field_name, overrides, f"{exc.field}: {exc.allowed}") from None
+
+
 def _writable_copy(cfg: DictConfig) -> DictConfig:
     probe = copy.deepcopy(cfg)
     OmegaConf.set_readonly(probe, False)

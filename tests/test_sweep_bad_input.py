@@ -49,6 +49,16 @@ BAD = [
         "sweep.metrics: ['val_acc', 'val_acc']",
         "lists val_acc more than once",
     ),
+    (  # trial 0 failed and the sweep exited 0 with no baseline
+        sweep_args("dropout", "sweep.baseline=['regularizer.q=1']"),
+        "sweep.baseline: ['regularizer.q=1']",
+        "regularizer.q: unknown key 'q' in regularizer",
+    ),
+    (  # it stopped the sweep at replication, after the whole search
+        sweep_args("dropout", "+sweep.references.bad=['regularizer.p=1.5']"),
+        "sweep.references.bad: ['regularizer.p=1.5']",
+        "regularizer.p: dropout rate must be in [0, 1)",
+    ),
     (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
     # each of these was Optuna's ValueError (or Hyperband's ZeroDivisionError) as a traceback, after the stores opened
