@@ -17,7 +17,7 @@ from .errors import StoreUnavailable, write_failure
 from .masking import mask
 from .population_worker import worker_class
 from .progress import Progress, table
-from .study import counts, open_study
+from .study import close_deleted, counts, deleted, open_study
 from .worker import StudyContext, run_workers, study_context, worker_plan
 
 
@@ -89,6 +89,11 @@ def _sweep(cfg: DictConfig, argv: list[str]) -> int:
     ctx.tracker.mark_running(parent)
     try:
         return _run_and_report(cfg, argv, ctx, study, parent)
+    except KeyError:  # Optuna's "Record does not exist.": the study was deleted while it ran
+        if not deleted(ctx.storage, study.study_name):
+            raise
+        print(close_deleted(study, ctx.tracker, parent, ctx.url), file=sys.stderr)
+        return 3
     except KeyboardInterrupt:  # while training, or later (summary, replication, report): the parent run is KILLED
         ctx.tracker.end_run(parent, "KILLED")
         print(

@@ -304,6 +304,30 @@ def _close_orphan_runs(study: optuna.Study, tracker: Tracker) -> None:
         close_runs(tracker, orphans, "FAILED", "trial ended while its worker had no tracking server")
 
 
+def deleted(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """The study is no longer in its storage (``optuna delete-study`` while it ran): every storage call then raises
+    Optuna's ``KeyError('Record does not exist.')``."""
+    try:
+        storage.get_study_id_from_name(name)
+    except KeyError:
+        return True
+    return False
+
+
+def close_deleted(study: optuna.Study, tracker: Tracker, parent: str, url: str) -> str:
+    """Close the deleted study's runs that are still RUNNING (its parent and the trials in flight) FAILED, naming
+    why; returns the one-line error."""
+    reason = f"its Optuna study was deleted from {mask(url)} while the sweep ran"
+    running = tracker.search_runs(f"attributes.status = 'RUNNING' and tags.study = '{study.study_name}'")
+    close_runs(tracker, [r.info.run_id for r in running if r.info.run_id != parent], "FAILED", reason)
+    tracker.set_tags(parent, {"failure_reason": reason})
+    tracker.end_run(parent, "FAILED")
+    return (
+        f"error: study {study.study_name} was deleted from {mask(url)} while this sweep ran (optuna delete-study?); "
+        "its MLflow runs were closed FAILED; running the same command again starts the study over from trial 0"
+    )
+
+
 def describe(cfg: DictConfig, space: dict[str, SearchParam]) -> str:
     """The experiment's description in the MLflow UI: the study's question, objective and where the report is."""
     sw = cfg.sweep

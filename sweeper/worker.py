@@ -31,7 +31,7 @@ from . import config as config_mod
 from . import optuna_compat, runtime, stores
 from .errors import ABANDONED, ConfigError, StoreUnavailable
 from .search_space import SearchParam, format_override
-from .study import open_study, slots
+from .study import deleted, open_study, slots
 from .tracking import Tracker, close_runs
 
 if TYPE_CHECKING:
@@ -462,6 +462,10 @@ def worker_process(argv: list[str], threads: int, gpu: str | None = None, worker
         sys.exit(runtime.interrupt_status())
     except StoreUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(3)
+    except KeyError:  # the study was deleted while this worker ran: the parent process says so, in one line
+        if not deleted(ctx.storage, study.study_name):
+            raise
         sys.exit(3)
     finally:
         runtime.freeze_heap()  # the parent waits for this exit: skip its full collection (runtime.freeze_heap)

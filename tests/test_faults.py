@@ -809,3 +809,37 @@ def test_a_trial_told_by_another_client_while_it_trains_is_abandoned_with_that_r
     run = MlflowClient(tracking_uri=f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}").get_run(target.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "another client told it COMPLETE" in run.data.tags["failure_reason"]
     assert load_study(storage, "dropout").trials[target.number].value == 0.5  # the other client's word stands
+
+
+@pytest.mark.slow
+def test_a_study_deleted_while_it_runs_ends_in_one_line_and_leaves_no_run_running(sweep_dir):
+    """``optuna delete-study`` on a running sweep: every storage call then raised Optuna's KeyError('Record does not
+    exist.'), a traceback, and the parent and in-flight runs stayed RUNNING in MLflow. Now: one line, exit 3, every
+    run of the study closed (the in-flight ones FAILED with the reason)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    args = sweep_args("dropout", "sweep.n_trials=40", "trainer.max_epochs=10", "sweep.replicates=0", "sweep.timing_repeats=0")
+    cmd = [sys.executable, "-m", "sweeper", *args]
+    proc = subprocess.Popen(cmd, cwd=sweep_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{sweep_dir / 'mlruns' / 'optuna.db'}"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # a few trials finished, others training
+        time.sleep(0.3)
+        try:
+            states = [t.state.name for t in optuna.load_study(study_name="dropout", storage=storage).get_trials(deepcopy=False)]
+        except Exception:  # not created yet
+            continue
+        if states.count("COMPLETE") + states.count("PRUNED") >= 2 and "RUNNING" in states:
+            break
+    optuna.delete_study(study_name="dropout", storage=storage)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    lines = [line for line in err.strip().splitlines() if not line.startswith("study dropout:")]  # progress lines
+    assert lines == [lines[-1]] and lines[-1].startswith("error: study dropout was deleted from sqlite:///"), err
+    assert "Traceback" not in err
+    client = MlflowClient(tracking_uri=f"sqlite:///{sweep_dir / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dropout").experiment_id])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags.get("role") == "study"]
+    assert parent.info.status == "FAILED" and "deleted" in parent.data.tags["failure_reason"]
