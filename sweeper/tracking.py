@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -185,13 +186,21 @@ class Tracker:
     def _find_experiment(self, name: str) -> str | None:
         exp = self.client.get_experiment_by_name(name)
         self._refuse_deleted(name, exp)
+        if exp is not None and self._artifact_root:
+            wanted = f"{_as_location(self._artifact_root)}/{name}"
+            if exp.artifact_location.rstrip("/") != wanted:  # it was silently ignored
+                print(
+                    f"note: MLflow experiment {name!r} keeps its artifact location {exp.artifact_location} (MLflow fixes it "
+                    f"when the experiment is created); tracking.artifact_root applies to new experiments",
+                    file=sys.stderr,
+                )
         return None if exp is None else str(exp.experiment_id)
 
     @_guard
     def _create_experiment(self, name: str) -> str:
         location = None
         if self._artifact_root:
-            location = self._artifact_root
+            location = _as_location(self._artifact_root)
         elif self.uri.startswith("sqlite:///"):  # artifacts beside the database file
             location = artifacts_beside(self.uri).resolve().as_uri()
         try:
@@ -400,6 +409,15 @@ class Tracker:
     @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)
+
+
+def _as_location(root: str) -> str:
+    """An artifact root as MLflow stores it: a local path as an absolute ``file://`` URI (a relative one was stored
+    as given and resolved against the folder of whoever read the run later: the UI started elsewhere found nothing);
+    a URI (``s3://``, ``file://``, ``mlflow-artifacts:``) unchanged."""
+    if "://" in root or root.startswith("mlflow-artifacts:"):
+        return root.rstrip("/")
+    return Path(root).expanduser().resolve().as_uri()
 
 
 def close_runs(tracker: Tracker, run_ids: Iterable[str], status: str, reason: str) -> None:

@@ -30,3 +30,26 @@ def test_a_closed_run_gets_its_pending_epoch_metrics_with_the_final_ones(mlflow_
         for k in range(keys):
             history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, f"m{k}"))
             assert history == [(epoch, float(epoch * 100 + k)) for epoch in range(n_epochs)]
+
+
+def test_artifact_root_is_absolute_and_an_existing_experiment_keeps_its_own_with_a_note(tmp_path, monkeypatch, capsys):
+    """``tracking.artifact_root=relative/dir`` was stored as given (the UI started from another folder found no
+    artifacts), and for an experiment that already existed it was silently ignored (MLflow fixes the location when
+    the experiment is created)."""
+    from conftest import tiny
+
+    from sweeper.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(tiny("trainer.max_epochs=1", "tracking.artifact_root=relative/dir")) == 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("sweeper")
+    assert exp.artifact_location == (tmp_path / "relative" / "dir" / "sweeper").as_uri()
+    run = client.search_runs([exp.experiment_id])[0]
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "note:" not in capsys.readouterr().err
+    assert main(tiny("trainer.max_epochs=1", "tracking.artifact_root=elsewhere")) == 0
+    err = capsys.readouterr().err
+    assert f"note: MLflow experiment 'sweeper' keeps its artifact location {exp.artifact_location} (MLflow fixes it" in err
+    assert not (tmp_path / "elsewhere").exists()
