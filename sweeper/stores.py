@@ -312,6 +312,14 @@ def check_tracking(cfg: DictConfig) -> None:
     uri = tracking_uri(cfg)
     field = "MLFLOW_TRACKING_URI" if not cfg.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI") else "tracking.uri"
     check_tracking_scheme(field, uri)
+    root = cfg.tracking.artifact_root
+    if root and uri.startswith(("http://", "https://")) and "://" not in root and not root.startswith("mlflow-artifacts:"):
+        raise ConfigError(  # the server's experiments would point at this machine's disk, unreadable to everyone else
+            "tracking.artifact_root",
+            root,
+            "a local folder cannot be a tracking server's artifact root: leave it unset (the server's own "
+            "--artifacts-destination) or give a URI every client reaches (s3://...)",
+        )
     if cfg.tracking.mode == "server":
         check_tracking_server(cfg)
         return

@@ -53,3 +53,8 @@ def test_artifact_root_is_absolute_and_an_existing_experiment_keeps_its_own_with
     err = capsys.readouterr().err
     assert f"note: MLflow experiment 'sweeper' keeps its artifact location {exp.artifact_location} (MLflow fixes it" in err
     assert not (tmp_path / "elsewhere").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")  # checked before the server is tried
+    assert main(tiny("tracking.artifact_root=elsewhere")) == 2
+    assert "error: tracking.artifact_root: 'elsewhere' is invalid; a local folder cannot be a tracking server's" in (
+        capsys.readouterr().err
+    )
