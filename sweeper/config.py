@@ -642,6 +642,7 @@ NATURAL_DIRECTIONS = {
 }
 
 
+MAX_REPLICATES = 1_000  # seeds per replicated configuration; x ~10 configurations = MAX_TRIALS slots
 MAX_TRIALS = 10_000  # slots queued at setup: 13 ms each measured (SQLite, busy 2 cores), 10,000 ~2 min, 1e8 ~2 weeks
 
 
@@ -757,6 +758,14 @@ def validate_sweep(cfg: DictConfig) -> dict:
         params = {"regularizer": f"choice({', '.join(chosen)})", **kept}
     if not isinstance(sw.replicates, int) or sw.replicates < 0:
         raise ConfigError("sweep.replicates", sw.replicates, "must be an integer >= 0")
+    for key in ("replicates", "replicates_max"):
+        if isinstance(sw[key], int) and sw[key] > MAX_REPLICATES:  # 1e8 sat at setup, queueing one slot per seed
+            raise ConfigError(
+                f"sweep.{key}",
+                sw[key],
+                f"at most {MAX_REPLICATES:,} seeds per configuration: each replicate is a slot queued in the Optuna storage "
+                "(13 ms each) and one training run",
+            )
     if not 0 < sw.alpha < 1:
         raise ConfigError("sweep.alpha", sw.alpha, "must be in (0, 1)")
     if sw.replicates_max is not None and (not isinstance(sw.replicates_max, int) or sw.replicates_max < sw.replicates):

@@ -59,6 +59,7 @@ BAD = [
         "sweep.references.bad: ['regularizer.p=1.5']",
         "regularizer.p: dropout rate must be in [0, 1)",
     ),
+    (sweep_args("dropout", "sweep.replicates=100000000"), "sweep.replicates: 100000000", "at most 1,000 seeds per configuration"),
     (sweep_args("dropout", "sweep.sampler.name=bayes"), "sweep.sampler.name: 'bayes'", "tpe, random, grid"),
     (sweep_args("dropout", "sweep.pruner.name=early"), "sweep.pruner.name: 'early'", "median, percentile"),
     # each of these was Optuna's ValueError (or Hyperband's ZeroDivisionError) as a traceback, after the stores opened
