@@ -174,6 +174,14 @@ def _csv(cfg) -> tuple[np.ndarray, np.ndarray]:
         rows = np.flatnonzero(df[cfg.label].isna().to_numpy())
         raise ConfigError("data.label", cfg.label, f"missing in {len(rows)} row(s) of {cfg.path} (first: data row {rows[0] + 1})")
     labels = df[cfg.label]
+    if pd.api.types.is_float_dtype(labels) and not (labels == labels.round()).all():  # a regression target
+        example = labels[labels != labels.round()].iloc[0]
+        raise ConfigError(
+            "data.label",
+            cfg.label,
+            f"has non-integer values (e.g. {example:g}) in {cfg.path}: sweeper trains classifiers, so the label must be a "
+            "class (text or an integer) with several rows per class",
+        )
     # numeric labels keep their order (0..9, 10 -> classes 0..10: a model's output k is label k when the labels are
     # 0..K-1); sorted as text, label 10 became class 2
     numeric = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
@@ -232,6 +240,15 @@ def _split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarr
         rest, test = train_test_split(idx, test_size=fr.test, stratify=y, random_state=cfg.split_seed)
         train, val = train_test_split(rest, test_size=fr.val / (fr.train + fr.val), stratify=y[rest], random_state=cfg.split_seed)
     except ValueError as exc:
+        counts = np.bincount(y)
+        single = int((counts == 1).sum())
+        if single:  # scikit-learn's message lists every such class: hundreds for a continuous label
+            raise ConfigError(
+                "data.split",
+                dict(fr),
+                f"cannot split {len(y)} samples stratified: {single} of the {len(counts)} classes have a single sample "
+                "(every split needs every class, so each class needs at least 3)",
+            ) from None
         raise ConfigError("data.split", dict(fr), f"cannot split {len(y)} samples stratified: {str(exc).splitlines()[0]}") from None
     if cfg.train_fraction < 1:
         try:

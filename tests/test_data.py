@@ -237,3 +237,20 @@ def test_csv_features_of_any_finite_magnitude_standardize_like_small_ones(tmp_pa
         scaled = features(scale)
         assert np.isfinite(scaled).all()
         np.testing.assert_allclose(scaled, plain, rtol=1e-5, atol=1e-6)
+
+
+def test_csv_with_a_continuous_or_one_row_per_class_label_says_why(tmp_path):
+    """A regression target as data.label became one class per row, and the split's error was scikit-learn's, listing
+    every class ("Classes with too few members are: [0, 1, 2, ...]")."""
+    rows = [f"{i},{-i},{i * 0.37 + 0.01}" for i in range(60)]
+    (tmp_path / "price.csv").write_text("a,b,price\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"data\.label: 'price' is invalid; has non-integer values \(e\.g\. 0\.01\).*trains classifiers"):
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'price.csv'}", "data.label=price"]))
+    rows = [f"{i},{-i},id{i}" for i in range(60)]
+    (tmp_path / "ids.csv").write_text("a,b,who\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ConfigError, match=r"data\.split: .*60 of the 60 classes have a single sample \(every split needs") as exc:
+        prepare(config.load(["data=csv", f"data.path={tmp_path / 'ids.csv'}", "data.label=who"]))
+    assert len(str(exc.value)) < 300
+    rows = [f"{i},{-i},{float(i % 3)}" for i in range(60)]  # 0.0, 1.0, 2.0: integers written as floats are classes
+    (tmp_path / "floats.csv").write_text("a,b,lab\n" + "\n".join(rows) + "\n")
+    assert load_splits(config.load(["data=csv", f"data.path={tmp_path / 'floats.csv'}", "data.label=lab"]).data).n_classes == 3
