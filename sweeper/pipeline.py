@@ -25,6 +25,7 @@ def run_sweep(cfg: DictConfig, argv: list[str]) -> int:
     """Exit status: 0 done (or other workers still finishing), 130 interrupted (143 by SIGTERM), 3 tracking server lost.
     Bad storage, tracking or population settings raise ConfigError before anything is written."""
     config_mod.check_fixed_configs(cfg, argv)
+    stores.check_separate_stores(cfg)
     stores.check_storage(stores.storage_url(cfg))
     stores.check_report_folder("sweep.report_dir", Path(cfg.sweep.report_dir), cfg.sweep.study_name or cfg.sweep.name)
     try:

@@ -100,6 +100,39 @@ def storage_url(cfg: DictConfig) -> str:
     return absolute_sqlite(env or DEFAULT_STORAGE)
 
 
+def _database_of(url: str) -> tuple | None:
+    """(backend, host, port, database) of a database URL, the file of a SQLite one; None for others (http)."""
+    path = sqlite_file(url)
+    if path is not None:
+        return ("sqlite", str(path.resolve()))
+    if "://" not in url or url.split("://", 1)[0].split("+", 1)[0].lower() not in DATABASE_SCHEMES:
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+    except Exception:  # the store's own check names a malformed URL
+        return None
+    host = "localhost" if (u.host or "localhost") in ("localhost", "127.0.0.1", "::1") else u.host
+    backend = u.get_backend_name()
+    return (backend, host, u.port or {"postgresql": 5432, "mysql": 3306, "mssql": 1433}.get(backend), u.database)
+
+
+def check_separate_stores(cfg: DictConfig) -> None:
+    """The Optuna storage and the MLflow tracking store must be two databases: both keep an ``alembic_version``
+    table, so the second to open the database found the first one's schema version and failed (Optuna's "no longer
+    compatible with the table schema" traceback), after writing its own tables there."""
+    storage, tracking = storage_url(cfg), tracking_uri(cfg)
+    db = _database_of(storage)
+    if db is not None and db == _database_of(tracking):
+        raise ConfigError(
+            "storage",
+            mask(storage),
+            f"is also the MLflow tracking store ({mask(tracking)}); Optuna and MLflow each need a database of their own "
+            "(both keep an alembic_version table): e.g. sqlite:///mlruns/optuna.db, or .../optuna beside .../mlflow",
+        )
+
+
 @contextlib.contextmanager
 def sqlite_init_lock(url: str) -> Iterator[None]:
     """Serialize the first opening of a local SQLite store between processes. MLflow creates and migrates its
@@ -188,8 +221,42 @@ def check_storage(url: str) -> None:
         raise ConfigError("storage", mask(url), f"unsupported scheme {parsed.drivername!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
     if parsed.drivername == "sqlite":
         check_sqlite_file("storage", url, "Optuna storage")
+        path = sqlite_file(url)
+        if path is None or not path.exists():
+            return
+    else:
+        check_database_reachable("storage", url)
+    check_not_foreign("storage", url, "optuna")
+
+
+def check_not_foreign(field: str, url: str, kind: str) -> None:
+    """``kind`` ("optuna" or "mlflow") is what the database at ``url`` is about to be opened as; one that already
+    holds the other's alembic-managed tables is refused before either writes to it. Opened as the Optuna storage, an
+    MLflow store got Optuna's tables and then Optuna's schema-check traceback; opened as the MLflow store, an Optuna
+    storage gave alembic's "Can't locate revision" traceback."""
+    import sqlalchemy
+
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
         return
-    check_database_reachable("storage", url)
+    engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
+    try:
+        with engine.connect() as con:
+            tables = set(sqlalchemy.inspect(con).get_table_names())
+    except Exception:  # unreadable here: the store's own opening says why
+        return
+    finally:
+        engine.dispose()
+    mine, theirs = ("studies", {"experiments", "runs"}) if kind == "optuna" else ("experiments", {"studies", "trials"})
+    if "alembic_version" not in tables or mine in tables:
+        return
+    named = "an MLflow tracking store" if kind == "optuna" else "an Optuna storage"
+    other = named if theirs <= tables else "another application's tables"
+    store = "the Optuna storage" if kind == "optuna" else "the MLflow tracking store"
+    default = "sqlite:///mlruns/optuna.db or .../optuna" if kind == "optuna" else "sqlite:///mlruns/mlflow.db or .../mlflow"
+    raise ConfigError(
+        field, mask(url), f"holds {other}, not {store}; give it a database of its own, e.g. {default}; nothing was written to it"
+    )
 
 
 def check_database_reachable(field: str, url: str) -> None:
@@ -331,6 +398,8 @@ def check_tracking(cfg: DictConfig) -> None:
     if uri.lower().startswith("databricks"):
         check_databricks_credentials(field, uri)
     check_sqlite_file(field, uri, "MLflow tracking store")
+    if sqlite_file(uri) is not None or uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+        check_not_foreign(field, uri, "mlflow")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
     if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
@@ -459,4 +528,13 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, stale_tri
             if attempt == 4:
                 raise
             time.sleep(0.5 + random.random())
+        except RuntimeError as exc:  # Optuna's schema check found another application's alembic_version table
+            if "compatible with the table schema" not in str(exc):
+                raise
+            raise ConfigError(
+                "storage",
+                mask(url),
+                "holds another application's tables (its alembic_version is not Optuna's: an MLflow store?); "
+                "give Optuna a database of its own, e.g. sqlite:///mlruns/optuna.db or .../optuna",
+            ) from None
     raise AssertionError("unreachable")

@@ -1,5 +1,6 @@
 """Bad sweep input: one line, non-zero exit, nothing written to either store."""
 
+import sqlite3
 import time
 
 import pytest
@@ -279,3 +280,28 @@ def test_resuming_a_csv_study_with_other_file_content_is_refused_and_a_copy_else
     assert "sweep.study_name=dropout_v2" in err and len(load_study(storage, "dropout").trials) == 2
     assert main([*base, f"data.path={copy}", "sweep.n_trials=3"]) == 0  # the same content at another path
     assert len(load_study(storage, "dropout").trials) == 3
+
+
+def test_the_optuna_storage_and_the_mlflow_store_must_be_two_databases(sweep_dir, capsys, pg_database):
+    """Both keep an alembic_version table: one database for both (or one store's file given as the other) ended in
+    Optuna's "no longer compatible with the table schema" or alembic's "Can't locate revision" traceback, after
+    the second had written its tables into the first's database. Each is refused in one line, nothing written."""
+    mlflow_db, optuna_db = sweep_dir / "mlruns" / "mlflow.db", sweep_dir / "mlruns" / "optuna.db"
+    assert main(sweep_args("dropout", f"storage=sqlite:///{mlflow_db}")) == 2  # the same file as the default MLflow store
+    assert "is also the MLflow tracking store" in capsys.readouterr().err
+    _nothing_written(sweep_dir)
+    assert main(sweep_args("dropout", f"storage={pg_database}", f"tracking.uri={pg_database.replace('127.0.0.1', 'localhost')}")) == 2
+    assert "each need a database of their own" in capsys.readouterr().err
+    args = sweep_args("dropout", "sweep.n_trials=1", "sweep.replicates=0", "sweep.timing_repeats=0")
+    assert main(args) == 0  # both stores exist now
+    tables = lambda path: sqlite3.connect(path).execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+    before = (tables(mlflow_db), tables(optuna_db))
+    assert main([*args, "sweep.study_name=other", f"storage=sqlite:///{mlflow_db}", f"tracking.uri=sqlite:///{sweep_dir / 'x.db'}"]) == 2
+    assert "holds an MLflow tracking store, not the Optuna storage" in capsys.readouterr().err
+    assert main([*args, f"tracking.uri=sqlite:///{optuna_db}", f"storage=sqlite:///{sweep_dir / 'y.db'}"]) == 2
+    assert "holds an Optuna storage, not the MLflow tracking store" in capsys.readouterr().err
+    from sweeper.report import main as report_main
+
+    assert report_main(["dropout", "--tracking-uri", f"sqlite:///{optuna_db}", "--out", str(sweep_dir / "r")]) == 2  # alembic's
+    assert "holds an Optuna storage, not the MLflow tracking store" in capsys.readouterr().err  # traceback, tables written
+    assert (tables(mlflow_db), tables(optuna_db)) == before

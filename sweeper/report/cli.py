@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_TRACKING,
         absolute_sqlite,
         check_database_reachable,
+        check_not_foreign,
         check_reachable,
         check_report_folder,
         check_tracking_scheme,
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         store = sqlite_file(uri)
         if store is not None and not store.exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
+        if store is not None or uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+            check_not_foreign("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri, "mlflow")
         from mlflow.tracking import MlflowClient
 
         names = [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()]  # active ones only
