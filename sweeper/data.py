@@ -95,6 +95,23 @@ def _missing(cfg, where: str) -> ConfigError:
     )
 
 
+def _idx_files_present(raw: Path) -> bool:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return all((raw / n).is_file() for n in names)
+
+
+def _damaged(cfg, where: str, exc: BaseException) -> ConfigError:
+    """Files that exist but do not parse (a truncated or foreign file): torchvision's AssertionError, pickle's
+    errors, numpy's ValueError were tracebacks."""
+    detail = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc).strip() else type(exc).__name__
+    return ConfigError(
+        "data.root",
+        cfg.root,
+        f"the {cfg.name} files in {where} cannot be read ({detail}); they look damaged or truncated: "
+        "delete them and download again (data.download=true) or copy them from a good source",
+    )
+
+
 def _download_failed(cfg, exc: BaseException) -> ConfigError:
     """torchvision's download error (every mirror tried) as one line; offline is the usual reason."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -112,10 +129,15 @@ def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
     try:
         parts = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
-    except RuntimeError as exc:  # torchvision's, when a file is missing or every mirror failed
+    except RuntimeError as exc:  # torchvision's, when a file is missing or every mirror failed (or a tensor's size)
+        raw = Path(cfg.root) / cls.__name__ / "raw"
+        if _idx_files_present(raw):  # the files are there: a truncated one fails reshaping to its header's size
+            raise _damaged(cfg, str(raw), exc) from None
         if cfg.download:
             raise _download_failed(cfg, exc) from None
-        raise _missing(cfg, str(Path(cfg.root) / cls.__name__ / "raw")) from None
+        raise _missing(cfg, str(raw)) from None
+    except (AssertionError, ValueError, OSError, EOFError, IndexError) as exc:  # files there, but not MNIST's format
+        raise _damaged(cfg, str(Path(cfg.root) / cls.__name__ / "raw"), exc) from None
     x = torch.cat([p.data for p in parts]).numpy().astype(np.float32)[:, None] / 255.0
     y = torch.cat([torch.as_tensor(p.targets) for p in parts]).numpy().astype(np.int64)
     return x, y
@@ -136,10 +158,13 @@ def _cifar10(cfg) -> tuple[np.ndarray, np.ndarray]:
             raise _download_failed(cfg, exc) from None
     xs, ys = [], []
     for n in names:
-        with open(folder / n, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        try:
+            with open(folder / n, "rb") as f:
+                batch = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, IndexError, OSError) as exc:
+            raise _damaged(cfg, str(folder / n), exc) from None
     return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 import pickle
+import re
 import struct
 
 import numpy as np
@@ -137,6 +138,29 @@ def test_missing_torchvision_dataset_says_how_to_get_it(tmp_path, name):
     cfg = config.load([f"data={name}", f"data.root={tmp_path}"])
     with pytest.raises(ConfigError, match=r"data\.root: .*not found.*data\.download=true"):
         prepare(cfg)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_damaged_torchvision_files_are_named_not_a_traceback(tmp_path, name):
+    """Files that are there but do not parse (a copy cut short, another file under the name) were torchvision's bare
+    AssertionError or pickle's ValueError as a traceback; a truncated idx file and a batch that is not a pickle."""
+    rng = np.random.default_rng(0)
+    if name == "mnist":
+        raw = tmp_path / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        _write_idx(raw, "train", 100, rng)
+        _write_idx(raw, "t10k", 40, rng)
+        blob = (raw / "train-images-idx3-ubyte").read_bytes()
+        (raw / "train-images-idx3-ubyte").write_bytes(blob[:1000])
+        where = str(raw)
+    else:
+        folder = tmp_path / "cifar-10-batches-py"
+        folder.mkdir()
+        for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            (folder / n).write_bytes(b"garbage\n")
+        where = str(folder / "data_batch_1")
+    with pytest.raises(ConfigError, match=rf"data\.root: .* the {name} files in {re.escape(where)} cannot be read \(.*damaged"):
+        prepare(config.load([f"data={name}", f"data.root={tmp_path}"]))
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
