@@ -100,12 +100,17 @@ def storage_url(cfg: DictConfig) -> str:
     return absolute_sqlite(env or DEFAULT_STORAGE)
 
 
+def on_database_server(url: str) -> bool:
+    """A PostgreSQL, MySQL or SQL Server URL (any ``+driver``)."""
+    return "://" in url and url.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES
+
+
 def _database_of(url: str) -> tuple | None:
     """(backend, host, port, database) of a database URL, the file of a SQLite one; None for others (http)."""
     path = sqlite_file(url)
     if path is not None:
         return ("sqlite", str(path.resolve()))
-    if "://" not in url or url.split("://", 1)[0].split("+", 1)[0].lower() not in DATABASE_SCHEMES:
+    if not on_database_server(url):
         return None
     from sqlalchemy.engine import make_url
 
@@ -393,12 +398,12 @@ def check_tracking(cfg: DictConfig) -> None:
     if uri.startswith(("http://", "https://")):
         check_reachable(uri, "nothing was trained. Start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/")
         return
-    if uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+    if on_database_server(uri):
         check_database_reachable(field, uri)
     if uri.lower().startswith("databricks"):
         check_databricks_credentials(field, uri)
     check_sqlite_file(field, uri, "MLflow tracking store")
-    if sqlite_file(uri) is not None or uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+    if sqlite_file(uri) is not None or on_database_server(uri):
         check_not_foreign(field, uri, "mlflow")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
     if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)

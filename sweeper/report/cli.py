@@ -23,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parent-run", default=None, help="the study (parent) run to report, when the experiment holds several")
     args = ap.parse_args(argv)
     from ..stores import (
-        DATABASE_SCHEMES,
         DEFAULT_TRACKING,
         absolute_sqlite,
         check_database_reachable,
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         check_reachable,
         check_report_folder,
         check_tracking_scheme,
+        on_database_server,
         sqlite_file,
     )
 
@@ -41,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
         check_tracking_scheme("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri)
         if uri.lower().startswith(("http://", "https://")):
             check_reachable(uri, "start it, or pass the --tracking-uri of a store that is up")
-        if uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:  # MLflow would retry a dead server for minutes
+        if on_database_server(uri):  # MLflow would retry a dead server for minutes
             check_database_reachable("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri)
         store = sqlite_file(uri)
         if store is not None and not store.exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
-        if store is not None or uri.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES:
+        if store is not None or on_database_server(uri):
             check_not_foreign("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri, "mlflow")
         from mlflow.tracking import MlflowClient
 
