@@ -133,17 +133,17 @@ def _torchvision_mnist(cfg) -> tuple[np.ndarray, np.ndarray]:
     from torchvision import datasets
 
     cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST}[cfg.name]
+    raw = Path(cfg.root) / cls.__name__ / "raw"
     try:
         parts = [cls(cfg.root, train=t, download=cfg.download) for t in (True, False)]
     except RuntimeError as exc:  # torchvision's, when a file is missing or every mirror failed (or a tensor's size)
-        raw = Path(cfg.root) / cls.__name__ / "raw"
         if _idx_files_present(raw):  # the files are there: a truncated one fails reshaping to its header's size
             raise _damaged(cfg, str(raw), exc) from None
         if cfg.download:
             raise _download_failed(cfg, exc) from None
         raise _missing(cfg, str(raw)) from None
     except (AssertionError, ValueError, OSError, EOFError, IndexError) as exc:  # files there, but not MNIST's format
-        raise _damaged(cfg, str(Path(cfg.root) / cls.__name__ / "raw"), exc) from None
+        raise _damaged(cfg, str(raw), exc) from None
     x = torch.cat([p.data for p in parts]).numpy().astype(np.float32)[:, None] / 255.0
     y = torch.cat([torch.as_tensor(p.targets) for p in parts]).numpy().astype(np.int64)
     return x, y

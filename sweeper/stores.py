@@ -100,6 +100,18 @@ def storage_url(cfg: DictConfig) -> str:
     return absolute_sqlite(env or DEFAULT_STORAGE)
 
 
+def is_uri(location: str) -> bool:
+    """An artifact location that is a URI (``s3://``, ``file://``, ``mlflow-artifacts:``), not a local folder."""
+    return "://" in location or location.startswith("mlflow-artifacts:")
+
+
+def artifact_location(root: str) -> str:
+    """An artifact root as MLflow should store it: a local path as an absolute ``file://`` URI (a relative one was
+    stored as given and resolved against the folder of whoever read the run later: the UI started elsewhere found
+    nothing); a URI unchanged."""
+    return root.rstrip("/") if is_uri(root) else Path(root).expanduser().resolve().as_uri()
+
+
 def on_database_server(url: str) -> bool:
     """A PostgreSQL, MySQL or SQL Server URL (any ``+driver``)."""
     return "://" in url and url.split("://", 1)[0].split("+", 1)[0].lower() in DATABASE_SCHEMES
@@ -226,9 +238,6 @@ def check_storage(url: str) -> None:
         raise ConfigError("storage", mask(url), f"unsupported scheme {parsed.drivername!r}; supported: {', '.join(SUPPORTED_SCHEMES)}")
     if parsed.drivername == "sqlite":
         check_sqlite_file("storage", url, "Optuna storage")
-        path = sqlite_file(url)
-        if path is None or not path.exists():
-            return
     else:
         check_database_reachable("storage", url)
     check_not_foreign("storage", url, "optuna")
@@ -242,8 +251,8 @@ def check_not_foreign(field: str, url: str, kind: str) -> None:
     import sqlalchemy
 
     path = sqlite_file(url)
-    if path is not None and not path.exists():
-        return
+    if (path is None and not on_database_server(url)) or (path is not None and not path.exists()):
+        return  # not a database (http, :memory:), or a store not created yet
     engine = sqlalchemy.create_engine(url, **engine_kwargs(url))
     try:
         with engine.connect() as con:
@@ -385,7 +394,7 @@ def check_tracking(cfg: DictConfig) -> None:
     field = "MLFLOW_TRACKING_URI" if not cfg.tracking.uri and os.environ.get("MLFLOW_TRACKING_URI") else "tracking.uri"
     check_tracking_scheme(field, uri)
     root = cfg.tracking.artifact_root
-    if root and uri.startswith(("http://", "https://")) and "://" not in root and not root.startswith("mlflow-artifacts:"):
+    if root and uri.startswith(("http://", "https://")) and not is_uri(root):
         raise ConfigError(  # the server's experiments would point at this machine's disk, unreadable to everyone else
             "tracking.artifact_root",
             root,
@@ -403,10 +412,9 @@ def check_tracking(cfg: DictConfig) -> None:
     if uri.lower().startswith("databricks"):
         check_databricks_credentials(field, uri)
     check_sqlite_file(field, uri, "MLflow tracking store")
-    if sqlite_file(uri) is not None or on_database_server(uri):
-        check_not_foreign(field, uri, "mlflow")
+    check_not_foreign(field, uri, "mlflow")
     artifacts = cfg.tracking.artifact_root or str(artifacts_beside(uri))
-    if "://" not in artifacts:  # a local folder (remote artifact stores are checked by MLflow itself)
+    if not is_uri(artifacts):  # a local folder (remote artifact stores are checked by MLflow itself)
         check_folder("tracking.artifact_root", Path(artifacts), "MLflow artifacts")
 
 
@@ -533,13 +541,4 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, stale_tri
             if attempt == 4:
                 raise
             time.sleep(0.5 + random.random())
-        except RuntimeError as exc:  # Optuna's schema check found another application's alembic_version table
-            if "compatible with the table schema" not in str(exc):
-                raise
-            raise ConfigError(
-                "storage",
-                mask(url),
-                "holds another application's tables (its alembic_version is not Optuna's: an MLflow store?); "
-                "give Optuna a database of its own, e.g. sqlite:///mlruns/optuna.db or .../optuna",
-            ) from None
     raise AssertionError("unreachable")

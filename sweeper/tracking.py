@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from .cache import cache_dir
 from .errors import ConfigError, TrackingUnavailable, write_failure
 from .masking import mask
-from .stores import artifacts_beside, ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
+from .stores import artifact_location, artifacts_beside, ensure_sqlite_dir, sqlite_file, sqlite_init_lock, use_wal
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -136,7 +136,8 @@ class Tracker:
 
     def __init__(self, uri: str, experiment: str, artifact_root: str | None = None):
         ensure_sqlite_dir(uri)
-        self.uri, self.experiment_name, self._artifact_root = uri, experiment, artifact_root
+        self.uri, self.experiment_name = uri, experiment
+        self._artifact_root = artifact_location(artifact_root) if artifact_root else None
         with sqlite_init_lock(uri):  # MLflow migrates a new store on first use: one process at a time
             _seed_new_sqlite_store(uri)
             self.client = self._client(uri)
@@ -187,7 +188,7 @@ class Tracker:
         exp = self.client.get_experiment_by_name(name)
         self._refuse_deleted(name, exp)
         if exp is not None and self._artifact_root:
-            wanted = f"{_as_location(self._artifact_root)}/{name}"
+            wanted = f"{self._artifact_root}/{name}"
             if exp.artifact_location.rstrip("/") != wanted:  # it was silently ignored
                 print(
                     f"note: MLflow experiment {name!r} keeps its artifact location {exp.artifact_location} (MLflow fixes it "
@@ -198,10 +199,8 @@ class Tracker:
 
     @_guard
     def _create_experiment(self, name: str) -> str:
-        location = None
-        if self._artifact_root:
-            location = _as_location(self._artifact_root)
-        elif self.uri.startswith("sqlite:///"):  # artifacts beside the database file
+        location = self._artifact_root
+        if location is None and self.uri.startswith("sqlite:///"):  # artifacts beside the database file
             location = artifacts_beside(self.uri).resolve().as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location and f"{location}/{name}")
@@ -409,15 +408,6 @@ class Tracker:
     @_guard
     def metric_history(self, run_id: str, key: str) -> list:
         return self.client.get_metric_history(run_id, key)
-
-
-def _as_location(root: str) -> str:
-    """An artifact root as MLflow stores it: a local path as an absolute ``file://`` URI (a relative one was stored
-    as given and resolved against the folder of whoever read the run later: the UI started elsewhere found nothing);
-    a URI (``s3://``, ``file://``, ``mlflow-artifacts:``) unchanged."""
-    if "://" in root or root.startswith("mlflow-artifacts:"):
-        return root.rstrip("/")
-    return Path(root).expanduser().resolve().as_uri()
 
 
 def close_runs(tracker: Tracker, run_ids: Iterable[str], status: str, reason: str) -> None:

@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         store = sqlite_file(uri)
         if store is not None and not store.exists():
             raise ConfigError("--tracking-uri", uri, "no MLflow store there; run from the folder holding mlruns/ or pass --tracking-uri")
-        if store is not None or on_database_server(uri):
-            check_not_foreign("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri, "mlflow")
+        check_not_foreign("--tracking-uri" if args.tracking_uri else "MLFLOW_TRACKING_URI", uri, "mlflow")
         from mlflow.tracking import MlflowClient
 
         names = [e.name for e in MlflowClient(tracking_uri=uri).search_experiments()]  # active ones only
